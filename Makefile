@@ -1,0 +1,37 @@
+# Two set-up commands: `make report` and `make test`. Both create .venv if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+# one BLAS/torch thread per parallel notebook worker (2 workers on 2 cores)
+THREADS = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
+
+.PHONY: install test report pretrain parity clean-cache
+
+install: $(VENV)/.installed
+$(VENV)/.installed: settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+test: install
+	$(BIN)/nbdev_export
+	@if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git status --porcelain -- cellsteer_nb)" ]; then \
+	  echo "cellsteer_nb/ differs from what nbs/ export: run nbdev_export and commit"; git status --porcelain -- cellsteer_nb; exit 1; fi
+	$(THREADS) $(BIN)/nbdev_test --n_workers 2
+	$(THREADS) $(BIN)/pytest -q tests
+
+report: install
+	$(BIN)/python tools/run_notebooks.py
+
+pretrain: install
+	$(BIN)/python -c "from cellsteer_nb.pretrain import train_default; train_default()"
+
+# Parity of our model with modelgenerator's CellFoundationModel (tiny random config); a throw-away venv, not part of `make test`.
+parity:
+	test -x .venv-parity/bin/python || $(PYTHON) -m venv .venv-parity
+	.venv-parity/bin/pip install -q torch==2.13.0 transformers==4.38.0 "numpy<2" safetensors tqdm
+	PYTHONPATH=$(CURDIR) .venv-parity/bin/python tools/parity_aido.py
+
+clean-cache:
+	rm -rf $${CELLSTEER_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/cellsteer_nb}

@@ -1,0 +1,50 @@
+"""Checks the notebooks' own test cells do not cover: the shipped checkpoint, the probe bar on the full bundled data,
+and that the committed report agrees with what the pipeline computes from the committed checkpoint."""
+import json
+from pathlib import Path
+import pytest
+from cellsteer_nb.core import DEFAULT_CHECKPOINT
+from cellsteer_nb.data import load_pbmc68k
+from cellsteer_nb.model import load_checkpoint, WEIGHTS_FILE
+from cellsteer_nb.report import foundation_results, report_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_checkpoint_is_small_and_matches_the_bundled_panel():
+    model, genes = load_checkpoint(DEFAULT_CHECKPOINT)
+    assert (DEFAULT_CHECKPOINT/WEIGHTS_FILE).stat().st_size <= 10 * 2**20
+    assert genes == list(load_pbmc68k().var_names)
+    c = model.config
+    assert c.num_hidden_layers >= 14 and 64 <= c.hidden_size <= 128  # layer 12 interior, DESIGN.md §2
+    info = json.loads((DEFAULT_CHECKPOINT/'training.json').read_text())
+    assert info['model_config'] == c.to_dict()
+    assert (DEFAULT_CHECKPOINT/'MODEL_CARD.md').exists() and (DEFAULT_CHECKPOINT/'loss_curve.png').exists()
+
+
+@pytest.fixture(scope='module')
+def full_results(tmp_path_factory):
+    import os
+    os.environ['CELLSTEER_CACHE'] = str(tmp_path_factory.mktemp('cache'))  # cold cache: recompute everything
+    res, timings, _ = foundation_results(report_config(small=False))
+    return res, timings
+
+
+def test_probe_bar_holds(full_results):
+    p = full_results[0]['probe']
+    assert p['layer12_cv_accuracy'] >= p['raw_expression_cv_accuracy'] - 0.08
+    assert p['layer12_cv_accuracy'] >= p['random_model_cv_accuracy'] + 0.05
+
+
+def test_pretraining_beats_the_mean_baseline(full_results):
+    m = full_results[0]['model']
+    assert m['heldout_mse'] < m['mean_baseline_mse']
+    assert m['heldout_unmasked_mse'] < m['mean_baseline_mse']
+
+
+def test_committed_report_matches_the_pipeline(full_results):
+    committed = json.loads((ROOT/'reports'/'cd4_steering.json').read_text())
+    res = full_results[0]
+    for section in ('model', 'probe'):
+        for k, v in res[section].items():
+            assert committed[section][k] == pytest.approx(v, rel=1e-4, abs=1e-6), f'{section}.{k}: rerun make report'
