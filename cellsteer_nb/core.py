@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_LAYER', 'EMBED_KEY', 'EMBED_UNS', 'CELL_TYPE_KEY', 'DEPTH_KEY', 'SOURCE', 'TARGET', 'ASSETS',
-           'DEFAULT_CHECKPOINT', 'in_test', 'file_hash', 'cache_key', 'atomic_write', 'cache_dir', 'cached_arrays',
-           'round_sig', 'dumps_json', 'set_path']
+           'DEFAULT_CHECKPOINT', 'in_test', 'file_hash', 'code_version', 'cache_key', 'atomic_write', 'cache_dir',
+           'cached_arrays', 'round_sig', 'dumps_json', 'set_path']
 
-# %% ../nbs/00_core.ipynb #525bad4e
-import hashlib, json, math, os, tempfile
+# %% ../nbs/00_core.ipynb #f5c0a959
+import functools, hashlib, json, math, os, tempfile
 from pathlib import Path
 import numpy as np
 import cellsteer_nb
 
-# %% ../nbs/00_core.ipynb #8dba78eb
+# %% ../nbs/00_core.ipynb #4f2d1e0c
 DEFAULT_LAYER = 12  # residual stream after encoder.layer[12] (0-based): output of the 13th block
 EMBED_KEY = 'X_cellsteer_L12'  # .obsm key of the mean-pooled layer-12 cell embedding
 EMBED_UNS = 'cellsteer_embed'  # .uns key holding the embedding's params
@@ -23,12 +23,12 @@ SOURCE, TARGET = 'CD4 T', 'CD8 T'
 ASSETS = Path(cellsteer_nb.__file__).parent/'assets'
 DEFAULT_CHECKPOINT = ASSETS/'aido_cell_small'
 
-# %% ../nbs/00_core.ipynb #6bccaa79
+# %% ../nbs/00_core.ipynb #332b8ad6
 def in_test() -> bool:
     "True when running under `nbdev_test` (env `IN_TEST` set)."
     return bool(os.environ.get('IN_TEST'))
 
-# %% ../nbs/00_core.ipynb #1589fcc4
+# %% ../nbs/00_core.ipynb #c1a5dc27
 def _canon(o):
     if isinstance(o, np.ndarray): return {'ndarray': hashlib.sha256(np.ascontiguousarray(o).tobytes()).hexdigest(), 'shape': o.shape, 'dtype': str(o.dtype)}
     if isinstance(o, Path): return {'file': file_hash(o)} if o.is_file() else {'dir': str(o)}
@@ -45,12 +45,21 @@ def file_hash(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    "Hash of the package's source files: any code change invalidates every cache."
+    pkg = Path(cellsteer_nb.__file__).parent
+    h = hashlib.sha256(cellsteer_nb.__version__.encode())
+    for f in sorted(pkg.glob('*.py')):
+        if f.name != '_modidx.py': h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
 def cache_key(*parts) -> str:
-    "Hash of `parts` (dicts, dataclasses, arrays, files, scalars) plus the package version: the cache key of a step."
-    blob = json.dumps(_canon([cellsteer_nb.__version__, *parts]), sort_keys=True, default=str)
+    "Hash of `parts` (dicts, dataclasses, arrays, files, scalars) plus the code version: the cache key of a step."
+    blob = json.dumps(_canon([code_version(), *parts]), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
-# %% ../nbs/00_core.ipynb #83f3d10b
+# %% ../nbs/00_core.ipynb #a207418e
 def _umask():
     mask = os.umask(0); os.umask(mask); return mask
 
@@ -81,7 +90,7 @@ def cached_arrays(step: str, key: str, compute) -> dict:
     import io; buf = io.BytesIO(); np.savez(buf, **out); atomic_write(path, buf.getvalue())
     return out
 
-# %% ../nbs/00_core.ipynb #319b4f06
+# %% ../nbs/00_core.ipynb #a6436b7c
 def round_sig(x, digits: int = 6):
     "Round floats (recursively through dicts/lists, numpy scalars included) to `digits` significant digits."
     if isinstance(x, dict): return {str(k): round_sig(v, digits) for k, v in x.items()}

@@ -6,13 +6,13 @@
 __all__ = ['PBMC68K_TYPES', 'MIN_GROUP_CELLS', 'load_pbmc68k', 'subsample_types', 'expression_kind', 'prepare_adata', 'load_h5ad',
            'check_groups', 'align_to_panel', 'label_by_markers', 'load_pbmc3k']
 
-# %% ../nbs/00_data.ipynb #fc6fe147
+# %% ../nbs/00_data.ipynb #e61a960e
 import warnings
 import numpy as np, pandas as pd, scanpy as sc, anndata as ad
 from scipy import sparse
 from .core import CELL_TYPE_KEY, DEPTH_KEY
 
-# %% ../nbs/00_data.ipynb #6c1afd0d
+# %% ../nbs/00_data.ipynb #b22ec65b
 PBMC68K_TYPES = {
     'CD4+/CD25 T Reg': 'CD4 T', 'CD4+/CD45RO+ Memory': 'CD4 T', 'CD4+/CD45RA+/CD25- Naive T': 'CD4 T',
     'CD8+ Cytotoxic T': 'CD8 T', 'CD8+/CD45RA+ Naive Cytotoxic': 'CD8 T',
@@ -28,7 +28,7 @@ def load_pbmc68k() -> ad.AnnData:
     adata.uns['cellsteer_data'] = {'source': 'scanpy.datasets.pbmc68k_reduced', 'labels': 'bulk_labels (mapped)'}
     return adata
 
-# %% ../nbs/00_data.ipynb #759ef5bd
+# %% ../nbs/00_data.ipynb #f927ebe3
 def subsample_types(adata, n_per_type:int=12, seed:int=0, types=None) -> ad.AnnData:
     "At most `n_per_type` random cells of each `obs['cell_type']` (or only of `types`), in original order."
     rng = np.random.default_rng(seed)
@@ -37,7 +37,7 @@ def subsample_types(adata, n_per_type:int=12, seed:int=0, types=None) -> ad.AnnD
         if types is None or t in types: keep.extend(rng.choice(idx, min(n_per_type, len(idx)), replace=False))
     return adata[np.sort(keep)].copy()
 
-# %% ../nbs/00_data.ipynb #0be120a3
+# %% ../nbs/00_data.ipynb #5d5e1046
 def _dense(X): return X.toarray() if sparse.issparse(X) else np.asarray(X)
 
 def expression_kind(X) -> str:
@@ -75,7 +75,7 @@ def prepare_adata(adata, label_key:str=CELL_TYPE_KEY, layer:str|None=None, use_r
     out.obs[CELL_TYPE_KEY] = pd.Categorical(adata.obs[label_key].astype(str).to_numpy())
     return out
 
-# %% ../nbs/00_data.ipynb #ed25b798
+# %% ../nbs/00_data.ipynb #70657b2b
 MIN_GROUP_CELLS = 10
 
 def load_h5ad(path, label_key:str, layer:str|None=None, use_raw:bool=False) -> ad.AnnData:
@@ -94,7 +94,7 @@ def check_groups(adata, groups, min_cells:int=MIN_GROUP_CELLS):
         if g not in counts.index: raise ValueError(f"label '{g}' not found; available labels: {sorted(map(str, counts.index))}")
         if counts[g] < min_cells: raise ValueError(f"label '{g}' has {counts[g]} cells, fewer than the minimum {min_cells}: merge labels or add cells")
 
-# %% ../nbs/00_data.ipynb #8e30598c
+# %% ../nbs/00_data.ipynb #35fbf900
 def align_to_panel(adata, genes, max_missing:float=0.5) -> ad.AnnData:
     "A copy of `adata` whose columns are exactly `genes` (missing ones zero-filled, warned; refused above `max_missing`)."
     genes = list(genes)
@@ -108,7 +108,7 @@ def align_to_panel(adata, genes, max_missing:float=0.5) -> ad.AnnData:
     X[:, present] = _dense(adata[:, np.asarray(genes)[present]].X)
     return ad.AnnData(X, obs=adata.obs.copy(), var=pd.DataFrame(index=genes), uns=dict(adata.uns))
 
-# %% ../nbs/00_data.ipynb #227b399e
+# %% ../nbs/00_data.ipynb #2fc26a3d
 def _expressed(adata, genes):
     present = [g for g in genes if g in adata.var_names]
     return (_dense(adata[:, present].X) > 0).any(1) if present else np.zeros(adata.n_obs, bool)

@@ -6,7 +6,7 @@
 __all__ = ['capture_layer', 'edit_layer', 'layer_embeddings', 'model_fingerprint', 'embed_cells', 'probe_cv', 'probe_labels',
            'umap_coords', 'plot_embedding']
 
-# %% ../nbs/03_hooks.ipynb #875a1d71
+# %% ../nbs/03_hooks.ipynb #c5bd053a
 import time
 from contextlib import contextmanager
 import numpy as np, torch
@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from .core import DEFAULT_LAYER, EMBED_KEY, EMBED_UNS, CELL_TYPE_KEY, SOURCE, TARGET, cache_key, cached_arrays
 from .model import CellFoundation, cell_inputs, batches
 
-# %% ../nbs/03_hooks.ipynb #2e441f3d
+# %% ../nbs/03_hooks.ipynb #b4404841
 def _check_layer(model, layer):
     n = len(model.encoder.layer)
     if not 0 <= layer < n: raise IndexError(f'layer {layer} does not exist: the model has encoder.layer[0..{n - 1}]')
@@ -39,7 +39,7 @@ def edit_layer(model:CellFoundation, fn, layer:int=DEFAULT_LAYER):
     try: yield
     finally: handle.remove()
 
-# %% ../nbs/03_hooks.ipynb #00fc04ae
+# %% ../nbs/03_hooks.ipynb #885b0278
 @torch.inference_mode()
 def layer_embeddings(model:CellFoundation, values, depth, layer:int=DEFAULT_LAYER, batch_size:int=32, desc:str|None='layer embeddings') -> np.ndarray:
     "Mean over gene tokens of the residual after `encoder.layer[layer]`, `(cells, hidden)` float32."
@@ -64,7 +64,7 @@ def embed_cells(adata, model:CellFoundation, *, layer:int=DEFAULT_LAYER, batch_s
                             'seconds': time.perf_counter() - t0}
     return adata if copy else None
 
-# %% ../nbs/03_hooks.ipynb #f56ddd00
+# %% ../nbs/03_hooks.ipynb #c7a6046d
 def probe_cv(X, y, n_splits:int=5, n_repeats:int=10, C:float=1.0, seed:int=0) -> dict:
     "Repeated stratified K-fold accuracy of a standardised logistic regression; same `seed` -> same folds."
     cv = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
@@ -79,7 +79,7 @@ def probe_labels(adata, source:str=SOURCE, target:str=TARGET):
     sel = adata.obs[CELL_TYPE_KEY].isin([source, target]).to_numpy()
     return sel, (adata.obs[CELL_TYPE_KEY][sel] == target).to_numpy()
 
-# %% ../nbs/03_hooks.ipynb #5d4c3292
+# %% ../nbs/03_hooks.ipynb #579ee1d5
 def umap_coords(X, seed:int=0, n_neighbors:int=15):
     "2-D UMAP (umap-learn) of standardised `X`, returning the coordinates and the fitted reducer."
     import umap

@@ -8,7 +8,7 @@ __all__ = ['WEIGHTS_FILE', 'CONFIG_FILE', 'GENES_FILE', 'CellFoundationConfig', 
            'CellFoundation', 'cell_inputs', 'batches', 'predict_expression', 'save_checkpoint', 'load_checkpoint',
            'load_state_checked', 'checkpoint_hash', 'config_from_hf', 'aido_state_dict']
 
-# %% ../nbs/01_model.ipynb #18234d75
+# %% ../nbs/01_model.ipynb #d2e61093
 import json, math
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
@@ -17,7 +17,7 @@ from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from .core import atomic_write, file_hash, DEPTH_KEY
 
-# %% ../nbs/01_model.ipynb #e30ab54e
+# %% ../nbs/01_model.ipynb #6a780e18
 @dataclass
 class CellFoundationConfig:
     "Hyper-parameters of an AIDO.Cell-architecture model."
@@ -43,7 +43,7 @@ class CellFoundationConfig:
         if unknown: raise ValueError(f'unknown config keys {sorted(unknown)}')
         return cls(**d)
 
-# %% ../nbs/01_model.ipynb #f11e090f
+# %% ../nbs/01_model.ipynb #8f3762e8
 class RMSNorm(nn.Module):
     "RMSNorm computed in float32 (AIDO.Cell's `RnaRMSNorm`)."
     def __init__(self, d:int, eps:float=1e-5):
@@ -67,7 +67,7 @@ class GeneEmbedding(nn.Module):
         emb = torch.where((values == self.cfg.mask_token_id).unsqueeze(-1), self.mask_embedding.weight[0], emb)
         return torch.where((values == self.cfg.pad_token_id).unsqueeze(-1), self.pad_embedding.weight[0], emb)
 
-# %% ../nbs/01_model.ipynb #2de2c55e
+# %% ../nbs/01_model.ipynb #83122a27
 class SelfAttention(nn.Module):
     "Bidirectional multi-head attention over the sequence (SDPA on batch x heads x seq x head_dim)."
     def __init__(self, cfg:CellFoundationConfig):
@@ -114,7 +114,7 @@ class Encoder(nn.Module):
         self.layer = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
         self.ln = RMSNorm(cfg.hidden_size, cfg.layer_norm_eps)
 
-# %% ../nbs/01_model.ipynb #0f489f9f
+# %% ../nbs/01_model.ipynb #9c137683
 class HeadTransform(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -131,7 +131,7 @@ class ExpressionHead(nn.Module):
     def __init__(self, cfg): super().__init__(); self.predictions = PredictionHead(cfg)
     def forward(self, x): return self.predictions(x)
 
-# %% ../nbs/01_model.ipynb #26dcd669
+# %% ../nbs/01_model.ipynb #eccd8682
 class CellFoundation(nn.Module):
     "AIDO.Cell-architecture gene-token transformer with an expression head."
     def __init__(self, cfg:CellFoundationConfig):
@@ -174,7 +174,7 @@ class CellFoundation(nn.Module):
             if i == stop_after: return x[:, :n]
         return self.cls(self.encoder.ln(x)[:, :n])
 
-# %% ../nbs/01_model.ipynb #c8f0517e
+# %% ../nbs/01_model.ipynb #86246726
 def cell_inputs(adata, genes=None):
     "(values `(cells, genes)` float32, depth `(cells,)` = log10 n_counts) tensors; checks the gene order if `genes` given."
     if genes is not None and list(adata.var_names) != list(genes):
@@ -195,7 +195,7 @@ def predict_expression(model, values, depth, batch_size:int=32, desc:str|None='r
     model.eval()
     return torch.cat([model(values[s], depth[s]) for s in batches(len(values), batch_size, desc)])
 
-# %% ../nbs/01_model.ipynb #69905a8d
+# %% ../nbs/01_model.ipynb #d62f30f2
 WEIGHTS_FILE, CONFIG_FILE, GENES_FILE = 'model.safetensors', 'config.json', 'genes.txt'
 
 def save_checkpoint(model:CellFoundation, genes, path) -> Path:
@@ -233,7 +233,7 @@ def checkpoint_hash(path) -> str:
     path = Path(path)
     return file_hash(path/WEIGHTS_FILE)[:16] + file_hash(path/GENES_FILE)[:8] + file_hash(path/CONFIG_FILE)[:8]
 
-# %% ../nbs/01_model.ipynb #1930399c
+# %% ../nbs/01_model.ipynb #d83bf2dd
 def config_from_hf(hf:dict, depth_floor:float|None=5.0) -> CellFoundationConfig:
     "Our config from a Hugging Face `config.json` of AIDO.Cell."
     keys = ['max_position_embeddings', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size',

@@ -6,7 +6,7 @@
 __all__ = ['DEFAULT_MODEL', 'PretrainConfig', 'split_cells', 'sample_batch', 'weighted_mse', 'evaluate', 'init_for_pretraining',
            'lr_factor', 'pretrain', 'train_default', 'plot_training', 'write_model_card']
 
-# %% ../nbs/02_pretrain.ipynb #56cda92a
+# %% ../nbs/02_pretrain.ipynb #c8d060a7
 import json, math, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from .core import atomic_write, dumps_json, DEFAULT_CHECKPOINT, DEFAULT_LAYER
 from .model import CellFoundation, CellFoundationConfig, cell_inputs, batches, save_checkpoint
 
-# %% ../nbs/02_pretrain.ipynb #6f82bc2f
+# %% ../nbs/02_pretrain.ipynb #10479279
 @dataclass
 class PretrainConfig:
     "Masked-value pretraining hyper-parameters."
@@ -32,7 +32,7 @@ class PretrainConfig:
     seed:int=0
     eval_every:int=500
 
-# %% ../nbs/02_pretrain.ipynb #9bd1f4c4
+# %% ../nbs/02_pretrain.ipynb #4f0f4e86
 def split_cells(n:int, heldout_frac:float, seed:int=0):
     "(train, held-out) cell indices, a seeded random split."
     perm = np.random.default_rng(seed).permutation(n)
@@ -53,7 +53,7 @@ def weighted_mse(pred, target, masked, unmasked_weight:float):
     w = torch.where(masked, 1.0, unmasked_weight)
     return (w * (pred - target) ** 2).sum() / w.sum()
 
-# %% ../nbs/02_pretrain.ipynb #931b1f7d
+# %% ../nbs/02_pretrain.ipynb #54851bb5
 @torch.inference_mode()
 def evaluate(model, values, depth, train_cells, heldout_cells, mask_rate:float=0.3, seed:int=0, batch_size:int=32) -> dict:
     "Held-out masked MSE, per-gene-mean baseline MSE (same positions) and unmasked readout MSE."
@@ -67,7 +67,7 @@ def evaluate(model, values, depth, train_cells, heldout_cells, mask_rate:float=0
             'mean_baseline_mse': ((gene_mean - v)[masked] ** 2).mean().item(),
             'heldout_unmasked_mse': ((pred_plain - v) ** 2).mean().item()}
 
-# %% ../nbs/02_pretrain.ipynb #0f54d3e1
+# %% ../nbs/02_pretrain.ipynb #5af86db2
 def init_for_pretraining(model:CellFoundation) -> CellFoundation:
     "Default init for the value-embedding MLP and `1/sqrt(2L)`-scaled residual output projections (see above)."
     model.gene_embedding.linear1.reset_parameters(); model.gene_embedding.linear2.reset_parameters()
@@ -106,7 +106,7 @@ def pretrain(model, values, depth, cfg:PretrainConfig, callback=None, progress:b
             history.append(rec); bar.set_postfix(loss=f'{running:.4f}')
     return history
 
-# %% ../nbs/02_pretrain.ipynb #b3db04a7
+# %% ../nbs/02_pretrain.ipynb #fb5b7fd5
 DEFAULT_MODEL = dict(hidden_size=64, num_hidden_layers=18, num_attention_heads=4, intermediate_size=192)
 
 def train_default(out=DEFAULT_CHECKPOINT, cfg:PretrainConfig|None=None, model_kw:dict|None=None, monitor=None) -> dict:
@@ -134,7 +134,7 @@ def train_default(out=DEFAULT_CHECKPOINT, cfg:PretrainConfig|None=None, model_kw
     write_model_card(out)
     return info
 
-# %% ../nbs/02_pretrain.ipynb #32743692
+# %% ../nbs/02_pretrain.ipynb #6a19a680
 def plot_training(history:list):
     "Loss curve: training loss (EMA), held-out masked MSE and the per-gene-mean baseline; the logged probe on a twin axis."
     import matplotlib.pyplot as plt

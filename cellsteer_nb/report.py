@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['SEED_MODEL', 'report_config', 'foundation_results', 'render_report', 'write_report']
 
-# %% ../nbs/09_report.ipynb #71594e36
+# %% ../nbs/09_report.ipynb #596ef3e3
 import json, time
 from pathlib import Path
 import numpy as np, torch
@@ -16,13 +16,13 @@ from .model import CellFoundation, load_checkpoint, cell_inputs, WEIGHTS_FILE
 from .pretrain import evaluate, split_cells, init_for_pretraining, PretrainConfig
 from .hooks import embed_cells, layer_embeddings, probe_cv, probe_labels, umap_coords, plot_embedding, model_fingerprint
 
-# %% ../nbs/09_report.ipynb #5bad2e69
+# %% ../nbs/09_report.ipynb #67986a15
 def report_config(small:bool=False) -> dict:
     "Parameters of a report run."
     return {'small': small, 'n_per_type': 20 if small else None, 'probe_repeats': 2 if small else 10, 'probe_splits': 5,
             'probe_C': 1.0, 'seed': 0, 'layer': DEFAULT_LAYER, 'extract_timing_cells': 16 if small else 64}
 
-# %% ../nbs/09_report.ipynb #11c3e22b
+# %% ../nbs/09_report.ipynb #dfa1ca65
 def _random_model(cfg, seed:int) -> CellFoundation:
     torch.manual_seed(seed)
     return init_for_pretraining(CellFoundation(cfg)).eval()
@@ -68,7 +68,7 @@ def foundation_results(cfg:dict, checkpoint=DEFAULT_CHECKPOINT):
     timings = {'extract_cells_per_s': cells_per_s, 'pretrain_seconds': _training_info(checkpoint).get('train_seconds')}
     return res, timings, adata
 
-# %% ../nbs/09_report.ipynb #13cececb
+# %% ../nbs/09_report.ipynb #7d89f185
 SEED_MODEL = {'name': 'AIDO.Cell-100M', 'n_layers': 18, 'hidden': 640, 'n_genes': 19264, 'cells': 'PBMC3K (~2,700 cells)', 'hardware': 'GPU'}
 
 def _f(x, nd=3): return '—' if x is None else (f'{x:.{nd}f}' if isinstance(x, float) else f'{x:,}')
@@ -116,7 +116,7 @@ def render_report(res:dict, figures:dict) -> str:
         'Wall-clock figures (extraction speed, pretraining time) are in `reports/timings.json`.', '']
     return '\n'.join(lines)
 
-# %% ../nbs/09_report.ipynb #3b4e2140
+# %% ../nbs/09_report.ipynb #15e43008
 def _save_fig(fig, path):
     import io, matplotlib.pyplot as plt
     buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, metadata={'Software': None}); plt.close(fig)
