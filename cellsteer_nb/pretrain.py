@@ -145,10 +145,11 @@ def plot_training(history:list):
         ax.plot(steps, [h['heldout_mse'] for h in history], label='held-out masked MSE')
         ax.plot(steps, [h['mean_baseline_mse'] for h in history], '--', color='grey', label='per-gene-mean baseline')
     ax.set(xlabel='step', ylabel='MSE (log-normalised expression)')
+    handles = ax.get_lines()
     if 'probe_l12' in history[0]:
-        ax2 = ax.twinx(); ax2.plot(steps, [h['probe_l12'] for h in history], ':', color='C3', label='layer-12 probe (monitor)')
-        ax2.set_ylabel('CD4 vs CD8 probe accuracy (5-fold)'); ax2.legend(loc='upper center', frameon=False, fontsize=8)
-    ax.legend(loc='upper right', frameon=False, fontsize=8); fig.tight_layout()
+        ax2 = ax.twinx(); handles += ax2.plot(steps, [h['probe_l12'] for h in history], ':', color='C3', label='layer-12 probe (monitor, right axis)')
+        ax2.set_ylabel('CD4 vs CD8 probe accuracy (5-fold)')
+    ax.legend(handles=handles, loc='upper center', bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False, fontsize=8); fig.tight_layout()
     return fig
 
 def write_model_card(path=DEFAULT_CHECKPOINT) -> Path:
