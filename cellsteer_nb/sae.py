@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SAE_CFG_FILENAME', 'SAE_WEIGHTS_FILENAME', 'SAEConfig', 'TopKSAE', 'fvu', 'SAETrainer', 'save_sae', 'load_sae',
-           'ActivationStore', 'write_activation_store']
+           'ActivationStore', 'write_activation_store', 'sae_quality', 'gene_mean_acts', 'spliced_loss']
 
 # %% ../nbs/04_sae.ipynb #abeed013
 import json
@@ -15,6 +15,7 @@ from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from .core import atomic_write, DEFAULT_LAYER, cache_dir, cache_key
 from .model import batches as cell_batches
+from .hooks import edit_layer
 
 # %% ../nbs/04_sae.ipynb #20664d9a
 SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME = 'cfg.json', 'sae_weights.safetensors'
@@ -197,3 +198,35 @@ def write_activation_store(model, values, depth, path, layer:int=DEFAULT_LAYER, 
         shards.append({'file': f, 'start': start, 'end': end})
     atomic_write(path/'manifest.json', json.dumps({'n_cells': n, 'n_genes': g, 'd': d, 'layer': layer, 'shards': shards}))
     return ActivationStore(path)
+
+# %% ../nbs/04_sae.ipynb #db328593
+@torch.no_grad()
+def sae_quality(sae:TopKSAE, store:ActivationStore, cells) -> dict:
+    "FVU, L0 and dead share of `sae` on all gene tokens of `cells` (streamed cell by cell)."
+    sse = sx = sxx = n = l0 = 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    for c in cells:
+        x = torch.from_numpy(store.cell_tokens(int(c)))
+        x_hat, f = sae(x)
+        sse += (x - x_hat).pow(2).sum().item(); sx = sx + x.sum(0); sxx += x.pow(2).sum().item(); n += len(x)
+        l0 += (f > 0).sum().item(); fired |= (f > 0).any(0)
+    sst = sxx - (sx.pow(2).sum() / n).item()
+    return {'fvu': sse / sst, 'l0': l0 / n, 'dead_frac': 1 - fired.float().mean().item()}
+
+def gene_mean_acts(store:ActivationStore, cells) -> torch.Tensor:
+    "Mean layer residual per gene token over `cells`, `(n_genes, d)`."
+    return torch.from_numpy(np.mean([store.cell_tokens(int(c)) for c in cells], axis=0))
+
+@torch.no_grad()
+def spliced_loss(model, sae:TopKSAE, values, depth, gene_means, mask_rate:float=0.3, seed:int=0, batch_size:int=16) -> dict:
+    "Masked-value MSE clean, with layer `sae.cfg.hook_layer` replaced by the SAE reconstruction, and mean-ablated."
+    masked = torch.rand(values.shape, generator=torch.Generator().manual_seed(seed)) < mask_rate
+    x_in = values.masked_fill(masked, model.config.mask_token_id)
+    def loss():
+        pred = torch.cat([model(x_in[s], depth[s]) for s in cell_batches(len(values), batch_size)])
+        return ((pred - values)[masked] ** 2).mean().item()
+    model.eval(); clean = loss()
+    with edit_layer(model, lambda x: sae(x)[0], sae.cfg.hook_layer): spliced = loss()
+    with edit_layer(model, lambda x: gene_means.expand_as(x), sae.cfg.hook_layer): ablated = loss()
+    return {'loss_clean': clean, 'loss_sae': spliced, 'loss_ablated': ablated,
+            'loss_recovered': (ablated - spliced) / (ablated - clean) if ablated != clean else float('nan')}
