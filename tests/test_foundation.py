@@ -1,12 +1,12 @@
-"""Checks the notebooks' own test cells do not cover: the shipped checkpoint, the probe bar on the full bundled data,
-and that the committed report agrees with what the pipeline computes from the committed checkpoint."""
+"""Checks the notebooks' own test cells do not cover: the shipped checkpoint, the probe and SAE bars on the full bundled
+data, and that the committed report agrees with what the pipeline computes from the committed checkpoint."""
 import json
 from pathlib import Path
 import pytest
 from cellsteer_nb.core import DEFAULT_CHECKPOINT
 from cellsteer_nb.data import load_pbmc68k
 from cellsteer_nb.model import load_checkpoint, WEIGHTS_FILE
-from cellsteer_nb.report import foundation_results, report_config
+from cellsteer_nb.report import foundation_results, report_config, sae_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,9 @@ def test_checkpoint_is_small_and_matches_the_bundled_panel():
 def full_results(tmp_path_factory):
     import os
     os.environ['CELLSTEER_CACHE'] = str(tmp_path_factory.mktemp('cache'))  # cold cache: recompute everything
-    res, timings, _ = foundation_results(report_config(small=False))
+    cfg = report_config(small=False)
+    res, timings, _ = foundation_results(cfg)
+    res['sae'] = sae_results(cfg)
     return res, timings
 
 
@@ -45,6 +47,11 @@ def test_pretraining_beats_the_mean_baseline(full_results):
 def test_committed_report_matches_the_pipeline(full_results):
     committed = json.loads((ROOT/'reports'/'cd4_steering.json').read_text())
     res = full_results[0]
-    for section in ('model', 'probe'):
+    for section in ('model', 'probe', 'sae'):
         for k, v in res[section].items():
             assert committed[section][k] == pytest.approx(v, rel=1e-4, abs=1e-6), f'{section}.{k}: rerun make report'
+
+
+def test_default_sae_meets_the_bars(full_results):
+    s = full_results[0]['sae']
+    assert s['fvu'] < 0.2 and s['dead_frac'] < 0.1 and s['loss_recovered'] > 0.8
