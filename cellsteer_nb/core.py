@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DEFAULT_LAYER', 'EMBED_KEY', 'EMBED_UNS', 'CELL_TYPE_KEY', 'DEPTH_KEY', 'SOURCE', 'TARGET', 'ASSETS',
            'DEFAULT_CHECKPOINT', 'in_test', 'file_hash', 'code_version', 'cache_key', 'atomic_write', 'cache_dir',
-           'cached_arrays', 'round_sig', 'dumps_json', 'set_path']
+           'cached_arrays', 'save_figure', 'round_sig', 'dumps_json', 'set_path']
 
 # %% ../nbs/00_core.ipynb #f5c0a959
 import functools, hashlib, json, math, os, tempfile
@@ -91,6 +91,13 @@ def cached_arrays(step: str, key: str, compute) -> dict:
     return out
 
 # %% ../nbs/00_core.ipynb #a6436b7c
+def save_figure(fig, path, dpi:int=110) -> Path:
+    "Write a matplotlib Figure as PNG atomically (no 'Software' metadata) and close it."
+    import io, matplotlib.pyplot as plt
+    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, metadata={'Software': None}); plt.close(fig)
+    return atomic_write(path, buf.getvalue())
+
+# %% ../nbs/00_core.ipynb #efcd5206
 def round_sig(x, digits: int = 6):
     "Round floats (recursively through dicts/lists, numpy scalars included) to `digits` significant digits."
     if isinstance(x, dict): return {str(k): round_sig(v, digits) for k, v in x.items()}

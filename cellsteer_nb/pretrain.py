@@ -12,7 +12,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from tqdm.auto import tqdm
-from .core import atomic_write, dumps_json, DEFAULT_CHECKPOINT, DEFAULT_LAYER
+from .core import atomic_write, dumps_json, save_figure, DEFAULT_CHECKPOINT, DEFAULT_LAYER
 from .model import CellFoundation, CellFoundationConfig, cell_inputs, batches, save_checkpoint
 
 # %% ../nbs/02_pretrain.ipynb #10479279
@@ -154,10 +154,8 @@ def plot_training(history:list):
 
 def write_model_card(path=DEFAULT_CHECKPOINT) -> Path:
     "Write `MODEL_CARD.md` and `loss_curve.png` into a checkpoint folder from its `training.json`."
-    import io, matplotlib.pyplot as plt
     path = Path(path); info = json.loads((path/'training.json').read_text())
-    fig = plot_training(info['history']); buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, metadata={'Software': None}); plt.close(fig)
-    atomic_write(path/'loss_curve.png', buf.getvalue())
+    save_figure(plot_training(info['history']), path/'loss_curve.png')
     last, mc, pc = info['history'][-1], info['model_config'], info['pretrain_config']
     n_bytes = (path/'model.safetensors').stat().st_size
     rows = '\n'.join(f"| {h['step']} | {h['train_loss']:.4f} | {h.get('heldout_mse', float('nan')):.4f} | {h.get('mean_baseline_mse', float('nan')):.4f} | {h.get('heldout_unmasked_mse', float('nan')):.4f} | {h.get('probe_l12', float('nan')):.3f} |" for h in info['history'])

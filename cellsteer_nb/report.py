@@ -9,7 +9,7 @@ __all__ = ['SEED_MODEL', 'report_config', 'foundation_results', 'sae_results', '
 import json, time
 from pathlib import Path
 import numpy as np, torch
-from .core import (atomic_write, dumps_json, set_path, in_test, DEFAULT_CHECKPOINT, DEFAULT_LAYER, EMBED_KEY,
+from .core import (atomic_write, dumps_json, save_figure, set_path, in_test, DEFAULT_CHECKPOINT, DEFAULT_LAYER, EMBED_KEY,
                                CELL_TYPE_KEY, SOURCE, TARGET, cache_key, cached_arrays)
 from .data import load_pbmc68k, subsample_types, align_to_panel, check_groups
 from .model import CellFoundation, load_checkpoint, cell_inputs, WEIGHTS_FILE
@@ -157,11 +157,6 @@ def render_report(res:dict, figures:dict) -> str:
     return '\n'.join(lines)
 
 # %% ../nbs/09_report.ipynb #aacdf6d1
-def _save_fig(fig, path):
-    import io, matplotlib.pyplot as plt
-    buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=110, metadata={'Software': None}); plt.close(fig)
-    atomic_write(path, buf.getvalue())
-
 def write_report(out='reports', small:bool=False, checkpoint=DEFAULT_CHECKPOINT) -> dict:
     "Compute every step, then write `cd4_steering.md`, `cd4_steering.json`, `timings.json` and `figures/` under `out`."
     out, t0 = Path(out), time.perf_counter()
@@ -170,7 +165,7 @@ def write_report(out='reports', small:bool=False, checkpoint=DEFAULT_CHECKPOINT)
     res['sae'] = sae_results(cfg, checkpoint)
     coords, _ = umap_coords(adata.obsm[EMBED_KEY], seed=cfg['seed'])
     figures = {'umap': 'figures/umap_layer12.png'}
-    _save_fig(plot_embedding(coords, adata.obs[CELL_TYPE_KEY], f"layer-{cfg['layer']} cell embedding (UMAP)"), out/figures['umap'])
+    save_figure(plot_embedding(coords, adata.obs[CELL_TYPE_KEY], f"layer-{cfg['layer']} cell embedding (UMAP)"), out/figures['umap'])
     loss_png = Path(checkpoint)/'loss_curve.png'
     if loss_png.exists(): figures['loss'] = 'figures/pretrain_loss.png'; atomic_write(out/figures['loss'], loss_png.read_bytes())
     set_path(res, 'config', cfg)
