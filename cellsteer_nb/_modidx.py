@@ -177,4 +177,5 @@ d = { 'settings': { 'branch': 'main',
                                   'cellsteer_nb.sae.sae_quality': ('sae.html#sae_quality', 'cellsteer_nb/sae.py'),
                                   'cellsteer_nb.sae.save_sae': ('sae.html#save_sae', 'cellsteer_nb/sae.py'),
                                   'cellsteer_nb.sae.spliced_loss': ('sae.html#spliced_loss', 'cellsteer_nb/sae.py'),
+                                  'cellsteer_nb.sae.topk_relu': ('sae.html#topk_relu', 'cellsteer_nb/sae.py'),
                                   'cellsteer_nb.sae.write_activation_store': ('sae.html#write_activation_store', 'cellsteer_nb/sae.py')}}}
