@@ -5,17 +5,19 @@
 # %% auto #0
 __all__ = ['SAE_CFG_FILENAME', 'SAE_WEIGHTS_FILENAME', 'DEFAULT_SAE', 'SAEConfig', 'topk_relu', 'TopKSAE', 'fvu', 'SAETrainer',
            'save_sae', 'load_sae', 'ActivationStore', 'write_activation_store', 'sae_quality', 'gene_mean_acts',
-           'spliced_loss', 'SAETrainConfig', 'activation_store_for', 'fit_sae', 'sae_metadata']
+           'spliced_loss', 'SAETrainConfig', 'activation_store_for', 'train_sae', 'fit_sae', 'sae_metadata',
+           'train_default_sae', 'plot_sae_history', 'unit_gene_stats', 'sae_fingerprint', 'feature_stats',
+           'feature_means']
 
 # %% ../nbs/04_sae.ipynb #abeed013
-import json
+import json, time
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
-from .core import atomic_write, DEFAULT_LAYER, DEFAULT_CHECKPOINT, ASSETS, cache_dir, cache_key, file_hash
-from .model import batches as cell_batches, checkpoint_hash
+from .core import FBAR_KEY, FBAR_UNS, atomic_write, DEFAULT_LAYER, DEFAULT_CHECKPOINT, ASSETS, cache_dir, cache_key, cached_arrays, file_hash
+from .model import batches as cell_batches, checkpoint_hash, cell_inputs
 from .hooks import edit_layer, model_fingerprint
 from .pretrain import split_cells
 
@@ -158,20 +160,29 @@ def load_sae(path, expect:dict|None=None) -> TopKSAE:
 
 # %% ../nbs/04_sae.ipynb #5f652307
 class ActivationStore:
-    "Memory-mapped layer activations `(tokens, d)` in shards, with each token's cell and gene."
+    """Memory-mapped layer activations `(tokens, d)` in shards, with each token's cell and gene.
+
+    A shard is mapped only while it is read: maps kept open for the store's life would leave every page read in an
+    epoch resident in (and counted against) this process (bench/ACTIVATION_STORE.md)."""
     def __init__(self, path):
         self.path = Path(path)
         self.manifest = json.loads((self.path/'manifest.json').read_text())
         self.n_genes, self.d = self.manifest['n_genes'], self.manifest['d']
-        self.shards = [(np.load(self.path/s['file'], mmap_mode='r'), s['start'], s['end']) for s in self.manifest['shards']]
+        self.shards = [(s['file'], s['start'], s['end']) for s in self.manifest['shards']]
+
+    def _read(self, file, rows):
+        "Copy `rows` (a slice or sorted indices) of one shard, through a map that is closed afterwards."
+        arr = np.load(self.path/file, mmap_mode='r')
+        try: return np.array(arr[rows])
+        finally: del arr
 
     @property
     def n_cells(self) -> int: return self.manifest['n_cells']
 
     def cell_tokens(self, cell:int) -> np.ndarray:
         "All gene tokens of one cell `(n_genes, d)`."
-        for arr, s, e in self.shards:
-            if s <= cell < e: return np.array(arr[(cell - s) * self.n_genes:(cell - s + 1) * self.n_genes])
+        for file, s, e in self.shards:
+            if s <= cell < e: return self._read(file, slice((cell - s) * self.n_genes, (cell - s + 1) * self.n_genes))
         raise IndexError(cell)
 
     def batches(self, batch_size:int, cells=None, seed:int=0):
@@ -180,9 +191,8 @@ class ActivationStore:
         keep = np.zeros(self.n_cells, bool); keep[np.arange(self.n_cells) if cells is None else np.asarray(cells)] = True
         while True:
             for i in rng.permutation(len(self.shards)):
-                arr, s, e = self.shards[i]
-                rows = np.flatnonzero(np.repeat(keep[s:e], self.n_genes))
-                block = np.asarray(arr[np.sort(rows)])
+                file, s, e = self.shards[i]
+                block = self._read(file, np.flatnonzero(np.repeat(keep[s:e], self.n_genes)))
                 for b in np.array_split(rng.permutation(len(block)), max(1, len(block) // batch_size)):
                     yield torch.from_numpy(block[b])
 
@@ -247,7 +257,7 @@ def spliced_loss(model, sae:TopKSAE, values, depth, gene_means, mask_rate:float=
 class SAETrainConfig:
     "How the default SAE is trained."
     expansion:int=8
-    k:int=8 # sweep on the bundled cells (k = 8, 16, 32): all meet the bars; 8 is the sparsest
+    k:int=8 # chosen by the k sweep in bench/SAE_K_SWEEP.md: the sparsest k that meets every quality bar
     steps:int=4000
     batch_size:int=1024
     lr:float=1e-3
@@ -260,19 +270,93 @@ def activation_store_for(model, values, depth, layer:int=DEFAULT_LAYER) -> Activ
     if (path/'manifest.json').exists(): return ActivationStore(path)
     return write_activation_store(model, values, depth, path, layer)
 
-def fit_sae(model, values, depth, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER, metadata:dict|None=None, progress:bool=True):
-    "(sae, quality dict, history): train a TopK SAE on layer-`layer` tokens of the training cells, evaluate on held-out ones."
-    store = activation_store_for(model, values, depth, layer)
-    train_cells, heldout_cells = split_cells(len(values), cfg.heldout_frac, cfg.seed)
-    d = model.config.hidden_size
+def train_sae(store:ActivationStore, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER, metadata:dict|None=None, progress:bool=True):
+    "(sae, history, tokens per second): train on the store's training cells (the `cfg.heldout_frac` split)."
+    train_cells, _ = split_cells(store.n_cells, cfg.heldout_frac, cfg.seed)
+    d = store.d
     sae = TopKSAE(SAEConfig(d, cfg.expansion * d, cfg.k, hook_layer=layer, metadata=metadata or {}), seed=cfg.seed)
-    trainer = SAETrainer(sae, cfg.lr, cfg.seed)
-    history = trainer.fit(store.batches(cfg.batch_size, train_cells, cfg.seed), cfg.steps, log_every=max(1, cfg.steps // 20), progress=progress)
+    t0 = time.perf_counter()
+    history = SAETrainer(sae, cfg.lr, cfg.seed).fit(store.batches(cfg.batch_size, train_cells, cfg.seed), cfg.steps,
+                                                    log_every=max(1, cfg.steps // 20), progress=progress)
+    return sae, history, cfg.steps * cfg.batch_size / (time.perf_counter() - t0)
+
+def fit_sae(model, values, depth, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER, metadata:dict|None=None, progress:bool=True):
+    """(sae, quality dict, history): train a TopK SAE on layer-`layer` tokens of the training cells, evaluate on held-out ones.
+
+    Cached under a key of the activations, `cfg`, layer, metadata and code version; `quality['tokens_per_s']` is the
+    training speed of the run that filled the cache."""
+    store = activation_store_for(model, values, depth, layer)
+    out = cache_dir()/'sae'/cache_key('sae', store.path.name, cfg, layer, metadata or {})
+    try:
+        fit = json.loads((out/'fit.json').read_text())
+        return load_sae(out), fit['quality'], fit['history']
+    except Exception: pass  # missing or corrupt: train again
+    sae, history, tokens_per_s = train_sae(store, cfg, layer, metadata, progress)
+    train_cells, heldout_cells = split_cells(len(values), cfg.heldout_frac, cfg.seed)
     quality = sae_quality(sae, store, heldout_cells)
     quality.update(spliced_loss(model, sae, values[heldout_cells], depth[heldout_cells], gene_mean_acts(store, train_cells)))
+    quality['tokens_per_s'] = tokens_per_s
+    save_sae(sae, out); atomic_write(out/'fit.json', json.dumps({'quality': quality, 'history': history}))
     return sae, quality, history
 
 def sae_metadata(checkpoint=DEFAULT_CHECKPOINT, layer:int=DEFAULT_LAYER) -> dict:
     "What an SAE must match to be applied: model checkpoint hash, layer, gene-panel hash, pooling."
     return {'model_hash': checkpoint_hash(checkpoint), 'hook_layer': layer, 'panel_hash': file_hash(Path(checkpoint)/'genes.txt')[:16],
             'pooling': 'every gene token (depth tokens dropped)'}
+
+def train_default_sae(checkpoint=DEFAULT_CHECKPOINT, out=DEFAULT_SAE, cfg:SAETrainConfig=SAETrainConfig()) -> dict:
+    "Fit the default SAE on every bundled cell's layer-12 tokens and write it, with `training.json` (config, quality, history), to `out`."
+    from cellsteer_nb.data import load_pbmc68k, align_to_panel
+    from cellsteer_nb.model import load_checkpoint
+    model, genes = load_checkpoint(checkpoint)
+    values, depth = cell_inputs(align_to_panel(load_pbmc68k(), genes))
+    sae, quality, history = fit_sae(model, values, depth, cfg, metadata=sae_metadata(checkpoint))
+    save_sae(sae, out)
+    info = {'train_config': asdict(cfg), 'quality': quality, 'history': history}
+    atomic_write(Path(out)/'training.json', json.dumps(info, indent=1, sort_keys=True) + '\n')
+    return info
+
+# %% ../nbs/04_sae.ipynb #40eab1a5
+def plot_sae_history(history:list, title:str='SAE training'):
+    "Training FVU (log scale) and dead-latent share against step."
+    import matplotlib.pyplot as plt
+    steps = [h['step'] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
+    a.plot(steps, [h['fvu'] for h in history]); a.set(yscale='log', xlabel='step', ylabel='training FVU', title=title)
+    b.plot(steps, [h['dead_frac'] for h in history]); b.set(xlabel='step', ylabel='dead share', ylim=(0, max(0.1, max(h['dead_frac'] for h in history) * 1.1)))
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/04_sae.ipynb #fab95975
+@torch.no_grad()
+def unit_gene_stats(store:ActivationStore, encode, cells=None, desc:str|None='unit stats') -> dict:
+    """Stream `cells`' gene tokens through `encode` (`(genes, d)` → `(genes, units)`): `gene_mean` and `gene_active`
+    `(units, genes)` over cells, and `cell_mean` `(cells, units)` over each cell's gene tokens."""
+    cells = np.arange(store.n_cells) if cells is None else np.asarray(cells)
+    total = active = None; cell_mean = []
+    for c in tqdm(cells, desc=desc, disable=desc is None):
+        a = encode(torch.from_numpy(store.cell_tokens(int(c)))).double()
+        if total is None: total, active = torch.zeros_like(a), torch.zeros_like(a)
+        total += a; active += a > 0; cell_mean.append(a.mean(0))
+    return {'gene_mean': (total / len(cells)).T.float().numpy(), 'gene_active': (active / len(cells)).T.float().numpy(),
+            'cell_mean': torch.stack(cell_mean).float().numpy()}
+
+# %% ../nbs/04_sae.ipynb #e623aa0d
+def sae_fingerprint(sae:TopKSAE) -> str:
+    "Hash of an SAE's config and weights (part of cache keys)."
+    return cache_key(sae.cfg, *[v.detach().cpu().numpy() for v in sae.state_dict().values()])
+
+def feature_stats(model, sae:TopKSAE, values, depth) -> dict:
+    "`unit_gene_stats` of `sae`'s features over all cells of (`values`, `depth`), cached by activations and SAE."
+    store = activation_store_for(model, values, depth, sae.cfg.hook_layer)
+    key = cache_key('feature-stats', store.path.name, sae_fingerprint(sae))
+    return cached_arrays('feature_stats', key, lambda: unit_gene_stats(store, sae.encode, desc='feature stats'))
+
+def feature_means(adata, model, sae:TopKSAE, *, key_added:str=FBAR_KEY, copy:bool=False):
+    "Write per-cell SAE feature means over gene tokens (`fbar`, `(cells, d_sae)`) to `.obsm[key_added]`, params to `.uns['cellsteer_fbar']`."
+    adata = adata.copy() if copy else adata
+    values, depth = cell_inputs(adata)
+    adata.obsm[key_added] = feature_stats(model, sae, values, depth)['cell_mean']
+    adata.uns[FBAR_UNS] = {'params': {'layer': sae.cfg.hook_layer, 'd_sae': sae.cfg.d_sae, 'k': sae.cfg.k, 'pooling': 'mean over gene tokens',
+                                      'key_added': key_added, 'sae_fingerprint': sae_fingerprint(sae)}}
+    return adata if copy else None
