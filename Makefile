@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # one BLAS/torch thread per parallel notebook worker (2 workers on 2 cores)
 THREADS = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 
-.PHONY: install test report pretrain parity clean-cache
+.PHONY: install test report pretrain sae parity clean-cache
 
 install: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py
@@ -26,6 +26,9 @@ report: install
 
 pretrain: install
 	$(BIN)/python -c "from cellsteer_nb.pretrain import train_default; train_default()"
+
+sae: install
+	$(BIN)/python -c "from cellsteer_nb.sae import train_default_sae; train_default_sae()"
 
 # Parity of our model with modelgenerator's CellFoundationModel (tiny random config); a throw-away venv, not part of `make test`.
 parity:

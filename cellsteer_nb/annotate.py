@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['RULES', 'AnnotationConfig', 'expressed_genes', 'participation_ratio', 'unit_gene_sets', 'GOContext', 'go_context',
            'annotate_units', 'neuron_stats', 'compare_units', 'compare_annotation', 'coexpression_weights',
-           'annotate_sae', 'features_table', 't_cell_features', 'plot_feature_genes']
+           'share_by_size', 'plot_share_by_size', 'annotate_sae', 'features_table', 't_cell_features',
+           'plot_feature_genes']
 
 # %% ../nbs/05b_annotate.ipynb #1da0e7d8
 from dataclasses import dataclass, asdict
@@ -27,6 +28,7 @@ class AnnotationConfig:
     alpha:float=0.05 # BH FDR threshold
     relationships:tuple=('part_of',) # propagated besides is_a (both sides of every comparison and the IC)
     n_terms:int=3 # terms in a unit's label
+    curve_sizes:tuple=(10, 20, 50, 100) # fixed set sizes of the share-annotated curve
 
 def expressed_genes(adata, min_mean:float=0.01, min_frac:float=0.005) -> np.ndarray:
     "Boolean mask over `adata.var`: mean (log-normalised) > `min_mean` or non-zero in > `min_frac` of cells."
@@ -123,6 +125,27 @@ def coexpression_weights(cell_units:np.ndarray, # `(cells, units)` per-cell unit
         return np.divide(A - A.mean(0), sd, out=np.zeros_like(A), where=sd > 0)
     return np.clip(z(cell_units).T @ z(X) / len(X), 0, None)
 
+# %% ../nbs/05b_annotate.ipynb #263ca8a2
+def share_by_size(feature_weights:np.ndarray, neuron_weights:np.ndarray, genes, expressed:np.ndarray, go:GOContext,
+                  sizes=(10, 20, 50, 100), cfg:AnnotationConfig=AnnotationConfig()) -> pd.DataFrame:
+    "Share of units annotated (features with a non-empty set; all neurons) when every gene set has the same size."
+    rows = []
+    for size in sizes:
+        c = AnnotationConfig(**{**asdict(cfg), 'size': size})
+        f, n = (annotate_units(w, genes, expressed, go, c)[0] for w in (feature_weights, neuron_weights))
+        rows.append({'size': size, 'features': f.annotated[f.set_size > 0].mean(), 'neurons': n.annotated.mean()})
+    return pd.DataFrame(rows)
+
+def plot_share_by_size(curves:dict, title:str='Share of units with a significant GO term'):
+    "One panel per rule: share annotated against gene-set size, SAE features vs neurons."
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), sharey=True, squeeze=False)
+    for ax, (rule, df) in zip(axes[0], curves.items()):
+        ax.plot(df['size'], df.features, 'o-', label='SAE features'); ax.plot(df['size'], df.neurons, 's--', label='neurons')
+        ax.set(title=f'{rule} rule', xlabel='gene-set size', xscale='log', ylim=(0, 1.02)); ax.set_xticks(df['size'], [str(s) for s in df['size']])
+    axes[0, 0].set_ylabel('share annotated'); axes[0, 0].legend(); fig.suptitle(title); fig.tight_layout()
+    return fig
+
 # %% ../nbs/05b_annotate.ipynb #efb90dff
 RULES = ('token', 'coexpression')
 
@@ -139,7 +162,9 @@ def annotate_sae(adata, model, sae, go:GOContext|None=None, cfg:AnnotationConfig
     z = neuron_stats(model, values, depth, layer, signed=True)['cell_mean']
     weights = {'token': (fstats['gene_mean'], nstats['gene_mean']),
                'coexpression': (coexpression_weights(fstats['cell_mean'], X), coexpression_weights(np.concatenate([z, -z], 1), X))}
-    return {**{r: compare_annotation(*weights[r], genes, expressed, go, cfg) for r in RULES}, 'feature_stats': fstats,
+    out = {r: {**compare_annotation(*weights[r], genes, expressed, go, cfg),
+               'by_size': share_by_size(*weights[r], genes, expressed, go, cfg.curve_sizes, cfg)} for r in RULES}
+    return {**out, 'feature_stats': fstats,
             'n_expressed': int(expressed.sum()), 'n_population': int(sum(1 for g, e in zip(genes, expressed) if e and go.assoc.get(g)))}
 
 def features_table(ann:dict, n_genes:int=10) -> pd.DataFrame:
@@ -166,8 +191,9 @@ def plot_feature_genes(ann:dict, genes, features, n_top:int=4, title:str='T-cell
     F = ann['feature_stats']['gene_mean'][features]
     cols = list(dict.fromkeys(int(g) for row in F for g in np.argsort(-row, kind='stable')[:n_top]))
     M = F[:, cols] / np.maximum(F.max(1, keepdims=True), 1e-12)
-    label = ann['token']['features'].set_index('unit').term1
-    rows = [f"f{u}: {label[u][:40] if isinstance(label[u], str) else '(no significant term)'}" for u in features]
+    name = lambda t: t[:38] if isinstance(t, str) else '—'
+    tok, cells = (ann[r]['features'].set_index('unit').term1 for r in ('token', 'coexpression'))
+    rows = [f'f{u}: {name(tok[u])} | cells: {name(cells[u])}' for u in features]
     fig, ax = plt.subplots(figsize=(0.32 * len(cols) + 4, 0.3 * len(rows) + 1.5))
     sns.heatmap(pd.DataFrame(M, index=rows, columns=np.asarray(genes)[cols]), cmap='viridis', ax=ax, cbar_kws={'label': 'mean activation / row max'})
     ax.set(title=title, xlabel='gene token', ylabel='')

@@ -18,7 +18,8 @@ from .pretrain import evaluate, split_cells, init_for_pretraining, PretrainConfi
 from .hooks import embed_cells, layer_embeddings, probe_cv, probe_labels, umap_coords, plot_embedding, model_fingerprint
 from .sae import (DEFAULT_SAE, SAETrainConfig, load_sae, sae_metadata, activation_store_for, sae_quality, spliced_loss,
                               gene_mean_acts, train_sae, feature_means, plot_sae_history)
-from .annotate import AnnotationConfig, go_context, annotate_sae, features_table, t_cell_features, plot_feature_genes
+from .annotate import (RULES, AnnotationConfig, go_context, annotate_sae, features_table, t_cell_features, plot_feature_genes,
+                                   plot_share_by_size)
 
 # %% ../nbs/09_report.ipynb #67986a15
 def report_config(small:bool=False) -> dict:
@@ -99,12 +100,14 @@ def annotation_results(cfg:dict, model, adata, sae, out:Path) -> tuple:
     atomic_write(out/'features.csv', tab.to_csv(index=False, float_format='%.6g', lineterminator='\n'))
     feature_means(adata, model, sae)
     t_feats = t_cell_features(adata.obsm[FBAR_KEY], adata.obs[CELL_TYPE_KEY])
-    figures = {'t_features': 'figures/t_cell_features.png'}
+    figures = {'t_features': 'figures/t_cell_features.png', 'by_size': 'figures/go_share_by_size.png'}
     save_figure(plot_feature_genes(ann, adata.var_names, t_feats), out/figures['t_features'])
+    save_figure(plot_share_by_size({r: ann[r]['by_size'] for r in RULES}), out/figures['by_size'])
     t_rows = tab.set_index('feature').loc[t_feats]
     top_share = ann['feature_stats']['gene_active'].max(1)
     breadth = {'median_top_gene_active_share': float(np.median(top_share[top_share > 0])), 'frac_features_active_in_most_cells_at_a_gene': float((top_share > 0.5).mean())}
-    res = {**ann['token']['comparison'], **breadth, 'coexpression': ann['coexpression']['comparison'], 'n_expressed_genes': ann['n_expressed'], 'n_population_genes': ann['n_population'], 'annotation_config': acfg.__dict__,
+    res = {**ann['token']['comparison'], **breadth, 'coexpression': ann['coexpression']['comparison'],
+           'share_by_size': {r: ann[r]['by_size'].to_dict(orient='list') for r in RULES}, 'n_expressed_genes': ann['n_expressed'], 'n_population_genes': ann['n_population'], 'annotation_config': acfg.__dict__,
            't_cell_features': [{'feature': int(f), 'top_genes': r.top_genes, 'term1': r.term1 if isinstance(r.term1, str) else None,
                                  'coexpression_term1': r.coexpression_term1 if isinstance(r.coexpression_term1, str) else None}
                                for f, r in t_rows.iterrows()]}
@@ -154,13 +157,15 @@ def _annotation_lines(s:dict, figures:dict) -> list:
         f"| *co-expression rule:* features / neurons (± directions) / neurons at matched size ({x['matched_set_size']}) annotated | {_pct(x['frac_features_go_annotated'])} / {_pct(x['frac_neurons_go_annotated'])} / {_pct(x['frac_neurons_go_annotated_matched_size'])} | — |",
         f"| *co-expression rule:* median max IC features / neurons; Mann–Whitney p | {_f(x['median_max_ic_features'], 2)} / {_f(x['median_max_ic_neurons'], 2)}; {x['specificity_mannwhitney_p']:.2g} | — |", '',
         f"Bar (share of SAE features annotated > share of neurons, seed's rule): **{'holds' if ok else 'does not hold'}**.", '',
-        f"How sparse the features are at the token level: at its top gene, a feature fires in a median {_pct(s['median_top_gene_active_share'])} of cells,",
-        f"and {_pct(s['frac_features_active_in_most_cells_at_a_gene'])} of features fire in most cells at some gene. Most features are therefore events at one or",
-        'a few gene tokens in some cells; the seed\'s rule fills their gene sets up to the minimum size with genes they barely touch, while',
-        'a neuron\'s mean |activation| per gene ranks genes by the model\'s gene-embedding geometry, which groups co-expressed genes.',
-        'The co-expression rule (our addition: genes whose expression correlates across cells with the unit\'s per-cell mean, the quantity',
-        'steering acts through; neurons enter with both signs) reads units at the level of cells instead.', '',
+        f"At its top gene a feature fires in a median {_pct(s['median_top_gene_active_share'])} of cells, and {_pct(s['frac_features_active_in_most_cells_at_a_gene'])} of features fire in most cells",
+        'at some gene.' + (' Most features are thus sparse events at one or a few gene tokens: the seed\'s rule pads their gene sets to the minimum'
+                           ' size with genes they barely touch.' if s['median_top_gene_active_share'] < 0.5 else ''),
+        'The co-expression rule (our addition, not the seed\'s) reads units at the level of cells: the genes whose expression correlates',
+        'across cells with the unit\'s per-cell mean — the quantity steering acts through — with neurons entering in both directions.',
+        'The figure compares features and neurons at fixed gene-set sizes under both rules; how the share depends on the SAE\'s',
+        'expansion and k: [bench/SAE_ANNOTATION_SWEEP.md](../bench/SAE_ANNOTATION_SWEEP.md).', '',
         'Every feature\'s density, gene sets and top-3 terms with IC and FDR under both rules: [features.csv](features.csv).', '',
+        f"![share annotated against gene-set size]({figures['by_size']})", '',
         'Features that separate T cells from the other cells most (standardised difference of per-cell feature means):', '',
         '| feature | top genes (token rule) | top term by IC: token rule | co-expression rule |', '|---|---|---|---|',
         *[f"| {t['feature']} | {t['top_genes']} | {t['term1'] or '—'} | {t['coexpression_term1'] or '—'} |" for t in s['t_cell_features']], '',
