@@ -14,7 +14,7 @@ from cellsteer_nb.data import load_pbmc68k, align_to_panel
 from cellsteer_nb.model import load_checkpoint, cell_inputs, CellFoundation
 from cellsteer_nb.pretrain import init_for_pretraining
 from cellsteer_nb.sae import SAETrainConfig, fit_sae, feature_stats, sae_metadata
-from cellsteer_nb.annotate import AnnotationConfig, go_context, expressed_genes, neuron_stats, compare_annotation
+from cellsteer_nb.annotate import AnnotationConfig, go_context, expressed_genes, neuron_stats, compare_annotation, feature_breadth
 
 OUT = Path(__file__).parent
 SHAPES = ((8, 8), (4, 8), (2, 8), (8, 32), (2, 32))  # (expansion, k); (8, 8) is the default
@@ -29,15 +29,13 @@ def shuffled(fw, nw, genes, expressed, go, n:int=3) -> dict:
     return {k: float(np.mean([o[k] for o in out])) for k in ('frac_features_go_annotated', 'frac_neurons_go_annotated')}
 
 
-def controls(model, values, depth, genes, expressed, go) -> dict:
-    sae, _, _ = fit_sae(model, values, depth, SAETrainConfig(), metadata=sae_metadata(), progress=False)
-    fw, nw = feature_stats(model, sae, values, depth)['gene_mean'], neuron_stats(model, values, depth, 12)['gene_mean']
+def controls(model, values, depth, genes, expressed, go, default_features, neurons) -> dict:
     torch.manual_seed(0)
     rand = init_for_pretraining(CellFoundation(model.config)).eval()
     rsae, rq, _ = fit_sae(rand, values, depth, SAETrainConfig(), progress=False)
     rc = compare_annotation(feature_stats(rand, rsae, values, depth)['gene_mean'], neuron_stats(rand, values, depth, 12)['gene_mean'],
                             genes, expressed, go, AnnotationConfig())['comparison']
-    return {'shuffled_genes': shuffled(fw, nw, genes, expressed, go),
+    return {'shuffled_genes': shuffled(default_features, neurons, genes, expressed, go),
             'random_model': {'fvu': rq['fvu'], 'dead_frac': rq['dead_frac'], **{k: rc[k] for k in ('frac_features_go_annotated', 'frac_neurons_go_annotated')}}}
 
 
@@ -56,12 +54,12 @@ def run() -> list:
         sae, q, _ = fit_sae(model, values, depth, SAETrainConfig(expansion=expansion, k=k), metadata=sae_metadata(), progress=False)
         fs = feature_stats(model, sae, values, depth)
         c = compare_annotation(fs['gene_mean'], neurons, genes, expressed, go, AnnotationConfig())['comparison']
-        top = fs['gene_active'].max(1)
+        if (expansion, k) == (8, 8): default_features = fs['gene_mean']
         rows.append({'expansion': expansion, 'k': k, 'n_features': sae.cfg.d_sae, 'fvu': q['fvu'], 'dead_frac': q['dead_frac'],
-                     'loss_recovered': q['loss_recovered'], 'median_top_gene_active_share': float(np.median(top[top > 0])), **c,
+                     'loss_recovered': q['loss_recovered'], **feature_breadth(fs['gene_active']), **c,
                      'seconds': time.perf_counter() - t0})
         print(rows[-1], flush=True)
-    return rows, controls(model, values, depth, genes, expressed, go)
+    return rows, controls(model, values, depth, genes, expressed, go, default_features, neurons)
 
 
 def render(rows: list, ctrl: dict) -> str:

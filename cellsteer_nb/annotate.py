@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['RULES', 'AnnotationConfig', 'expressed_genes', 'participation_ratio', 'unit_gene_sets', 'GOContext', 'go_context',
            'annotate_units', 'neuron_stats', 'compare_units', 'compare_annotation', 'coexpression_weights',
-           'share_by_size', 'plot_share_by_size', 'annotate_sae', 'features_table', 't_cell_features',
-           'plot_feature_genes']
+           'share_by_size', 'plot_share_by_size', 'annotate_sae', 'feature_breadth', 'features_table',
+           't_cell_features', 'plot_feature_genes']
 
 # %% ../nbs/05b_annotate.ipynb #1da0e7d8
 from dataclasses import dataclass, asdict
 import numpy as np, pandas as pd, torch
 from scipy.stats import mannwhitneyu
-from .core import CELL_TYPE_KEY, FBAR_KEY, cache_key, cached_arrays
+from .core import cache_key, cached_arrays, dense
 from .sae import activation_store_for, unit_gene_stats
 from .go import load_godag, load_gene2go, propagate_assoc, go_enrichment, information_content, top_terms, max_ic
 
@@ -32,7 +32,7 @@ class AnnotationConfig:
 
 def expressed_genes(adata, min_mean:float=0.01, min_frac:float=0.005) -> np.ndarray:
     "Boolean mask over `adata.var`: mean (log-normalised) > `min_mean` or non-zero in > `min_frac` of cells."
-    X = adata.X.toarray() if hasattr(adata.X, 'toarray') else np.asarray(adata.X)
+    X = dense(adata.X)
     return (X.mean(0) > min_mean) | ((X != 0).mean(0) > min_frac)
 
 def participation_ratio(F:np.ndarray) -> np.ndarray:
@@ -155,7 +155,7 @@ def annotate_sae(adata, model, sae, go:GOContext|None=None, cfg:AnnotationConfig
     from cellsteer_nb.sae import feature_stats
     values, depth = cell_inputs(adata)
     genes, expressed = list(adata.var_names), expressed_genes(adata, cfg.min_mean, cfg.min_frac)
-    X = adata.X.toarray() if hasattr(adata.X, 'toarray') else np.asarray(adata.X)
+    X = dense(adata.X)
     go = go or go_context(genes, cfg)
     layer = sae.cfg.hook_layer
     fstats, nstats = feature_stats(model, sae, values, depth), neuron_stats(model, values, depth, layer)
@@ -166,6 +166,11 @@ def annotate_sae(adata, model, sae, go:GOContext|None=None, cfg:AnnotationConfig
                'by_size': share_by_size(*weights[r], genes, expressed, go, cfg.curve_sizes, cfg)} for r in RULES}
     return {**out, 'feature_stats': fstats,
             'n_expressed': int(expressed.sum()), 'n_population': int(sum(1 for g, e in zip(genes, expressed) if e and go.assoc.get(g)))}
+
+def feature_breadth(gene_active:np.ndarray) -> dict:
+    "How widely features fire: median share of cells active at a feature's top gene (features that fire at all), share of features active in most cells at some gene."
+    top = gene_active.max(1)
+    return {'median_top_gene_active_share': float(np.median(top[top > 0])), 'frac_features_active_in_most_cells_at_a_gene': float((top > 0.5).mean())}
 
 def features_table(ann:dict, n_genes:int=10) -> pd.DataFrame:
     "One row per SAE feature: density (share of tokens active), mean fbar, and per rule its gene set (top `n_genes`) and top GO terms with IC and FDR."

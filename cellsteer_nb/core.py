@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_LAYER', 'EMBED_KEY', 'EMBED_UNS', 'FBAR_KEY', 'FBAR_UNS', 'CELL_TYPE_KEY', 'DEPTH_KEY', 'SOURCE', 'TARGET',
-           'ASSETS', 'DEFAULT_CHECKPOINT', 'in_test', 'file_hash', 'code_version', 'cache_key', 'atomic_write',
+           'ASSETS', 'DEFAULT_CHECKPOINT', 'in_test', 'dense', 'file_hash', 'code_version', 'cache_key', 'atomic_write',
            'cache_dir', 'cached_arrays', 'save_figure', 'round_sig', 'dumps_json', 'set_path']
 
 # %% ../nbs/00_core.ipynb #f5c0a959
@@ -29,6 +29,10 @@ DEFAULT_CHECKPOINT = ASSETS/'aido_cell_small'
 def in_test() -> bool:
     "True when running under `nbdev_test` (env `IN_TEST` set)."
     return bool(os.environ.get('IN_TEST'))
+
+def dense(X) -> np.ndarray:
+    "A matrix as a dense numpy array (sparse matrices are expanded)."
+    return X.toarray() if hasattr(X, 'toarray') else np.asarray(X)
 
 # %% ../nbs/00_core.ipynb #c1a5dc27
 def _canon(o):

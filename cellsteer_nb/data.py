@@ -9,8 +9,7 @@ __all__ = ['PBMC68K_TYPES', 'MIN_GROUP_CELLS', 'load_pbmc68k', 'subsample_types'
 # %% ../nbs/00_data.ipynb #e61a960e
 import warnings
 import numpy as np, pandas as pd, scanpy as sc, anndata as ad
-from scipy import sparse
-from .core import CELL_TYPE_KEY, DEPTH_KEY
+from .core import CELL_TYPE_KEY, DEPTH_KEY, dense
 
 # %% ../nbs/00_data.ipynb #b22ec65b
 PBMC68K_TYPES = {
@@ -22,7 +21,7 @@ def load_pbmc68k() -> ad.AnnData:
     "scanpy's bundled `pbmc68k_reduced` as log-normalised AnnData (`.raw`), with `obs['cell_type']` and `obs['n_counts']`."
     src = sc.datasets.pbmc68k_reduced()
     adata = src.raw.to_adata()
-    adata.X = adata.X.toarray().astype(np.float32) if sparse.issparse(adata.X) else np.asarray(adata.X, dtype=np.float32)
+    adata.X = dense(adata.X).astype(np.float32)
     adata.obs = src.obs[['bulk_labels', 'n_counts', 'n_genes', 'percent_mito']].copy()
     adata.obs[CELL_TYPE_KEY] = pd.Categorical(adata.obs['bulk_labels'].map(PBMC68K_TYPES).astype(str))
     adata.uns['cellsteer_data'] = {'source': 'scanpy.datasets.pbmc68k_reduced', 'labels': 'bulk_labels (mapped)'}
@@ -38,11 +37,9 @@ def subsample_types(adata, n_per_type:int=12, seed:int=0, types=None) -> ad.AnnD
     return adata[np.sort(keep)].copy()
 
 # %% ../nbs/00_data.ipynb #5d5e1046
-def _dense(X): return X.toarray() if sparse.issparse(X) else np.asarray(X)
-
 def expression_kind(X) -> str:
     "'counts' (non-negative integers), 'log' (log-normalised), or raise for values the model cannot read."
-    X = _dense(X)
+    X = dense(X)
     if not np.isfinite(X).all():
         raise ValueError('expression contains NaN or inf values: remove or impute them before loading (e.g. drop genes with non-finite values)')
     if X.min() < 0:
@@ -60,7 +57,7 @@ def prepare_adata(adata, label_key:str=CELL_TYPE_KEY, layer:str|None=None, use_r
     if use_raw and adata.raw is None: raise ValueError('use_raw=True but adata.raw is empty')
     X = adata.raw.X if use_raw else (adata.layers[layer] if layer else adata.X)
     var_names = adata.raw.var_names if use_raw else adata.var_names
-    X = _dense(X).astype(np.float32)
+    X = dense(X).astype(np.float32)
     out = ad.AnnData(X, obs=adata.obs[[label_key]].copy(), var=pd.DataFrame(index=var_names.astype(str)))
     out.var_names_make_unique()
     if expression_kind(X) == 'counts':
@@ -105,13 +102,13 @@ def align_to_panel(adata, genes, max_missing:float=0.5) -> ad.AnnData:
                          'check that var_names are gene symbols (e.g. adata.var_names = adata.var["gene_symbols"])')
     if n_missing: warnings.warn(f'{n_missing} of {len(genes)} panel genes are missing from the data: filled with 0')
     X = np.zeros((adata.n_obs, len(genes)), dtype=np.float32)
-    X[:, present] = _dense(adata[:, np.asarray(genes)[present]].X)
+    X[:, present] = dense(adata[:, np.asarray(genes)[present]].X)
     return ad.AnnData(X, obs=adata.obs.copy(), var=pd.DataFrame(index=genes), uns=dict(adata.uns))
 
 # %% ../nbs/00_data.ipynb #2fc26a3d
 def _expressed(adata, genes):
     present = [g for g in genes if g in adata.var_names]
-    return (_dense(adata[:, present].X) > 0).any(1) if present else np.zeros(adata.n_obs, bool)
+    return (dense(adata[:, present].X) > 0).any(1) if present else np.zeros(adata.n_obs, bool)
 
 def label_by_markers(adata) -> np.ndarray:
     "Coarse labels from marker genes (see the rule above) on log-normalised or count data."

@@ -46,9 +46,10 @@ def layer_embeddings(model:CellFoundation, values, depth, layer:int=DEFAULT_LAYE
     model.eval(); _check_layer(model, layer)
     return torch.cat([model(values[s], depth[s], stop_after=layer).mean(1) for s in batches(len(values), batch_size, desc)]).numpy()
 
-def model_fingerprint(model:torch.nn.Module) -> str:
-    "Hash of a model's config and weights (part of cache keys)."
-    return cache_key(getattr(model, 'config', None), *[v.detach().cpu().numpy() for v in model.state_dict().values()])
+def model_fingerprint(model:torch.nn.Module, config=None) -> str:
+    "Hash of a module's config (`config`, else its `.config`) and weights (part of cache keys)."
+    config = getattr(model, 'config', None) if config is None else config
+    return cache_key(config, *[v.detach().cpu().numpy() for v in model.state_dict().values()])
 
 def embed_cells(adata, model:CellFoundation, *, layer:int=DEFAULT_LAYER, batch_size:int=32, key_added:str=EMBED_KEY, copy:bool=False):
     """Write the mean-pooled layer-`layer` embedding to `.obsm[key_added]` and its params to `.uns['cellsteer_embed']`.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
-from .core import atomic_write, file_hash, DEPTH_KEY
+from .core import atomic_write, file_hash, dense, DEPTH_KEY
 
 # %% ../nbs/01_model.ipynb #6a780e18
 @dataclass
@@ -180,7 +180,7 @@ def cell_inputs(adata, genes=None):
     if genes is not None and list(adata.var_names) != list(genes):
         raise ValueError('adata.var_names are not the model panel: call cellsteer_nb.data.align_to_panel(adata, genes) first')
     if DEPTH_KEY not in adata.obs: raise KeyError(f"adata.obs['{DEPTH_KEY}'] (total counts per cell) is missing: the loaders in cellsteer_nb.data add it")
-    X = adata.X.toarray() if hasattr(adata.X, 'toarray') else np.asarray(adata.X)
+    X = dense(adata.X)
     depth = np.log10(np.maximum(adata.obs[DEPTH_KEY].to_numpy(dtype=np.float64), 1.0))
     return torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(depth, dtype=torch.float32)
 

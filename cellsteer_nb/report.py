@@ -11,14 +11,14 @@ import json, time
 from pathlib import Path
 import numpy as np, torch
 from .core import (atomic_write, dumps_json, save_figure, set_path, in_test, DEFAULT_CHECKPOINT, DEFAULT_LAYER, EMBED_KEY,
-                               FBAR_KEY, CELL_TYPE_KEY, SOURCE, TARGET, cache_key, cached_arrays)
+                               CELL_TYPE_KEY, SOURCE, TARGET, cache_key, cached_arrays)
 from .data import load_pbmc68k, subsample_types, align_to_panel, check_groups
 from .model import CellFoundation, load_checkpoint, cell_inputs, WEIGHTS_FILE
 from .pretrain import evaluate, split_cells, init_for_pretraining, PretrainConfig
 from .hooks import embed_cells, layer_embeddings, probe_cv, probe_labels, umap_coords, plot_embedding, model_fingerprint
 from .sae import (DEFAULT_SAE, SAETrainConfig, load_sae, sae_metadata, activation_store_for, sae_quality, spliced_loss,
-                              gene_mean_acts, train_sae, feature_means, plot_sae_history)
-from .annotate import (RULES, AnnotationConfig, go_context, annotate_sae, features_table, t_cell_features, plot_feature_genes,
+                              gene_mean_acts, train_sae, plot_sae_history)
+from .annotate import (RULES, AnnotationConfig, go_context, annotate_sae, features_table, feature_breadth, t_cell_features, plot_feature_genes,
                                    plot_share_by_size)
 
 # %% ../nbs/09_report.ipynb #67986a15
@@ -98,15 +98,12 @@ def annotation_results(cfg:dict, model, adata, sae, out:Path) -> tuple:
     seconds = time.perf_counter() - t0
     tab = features_table(ann)
     atomic_write(out/'features.csv', tab.to_csv(index=False, float_format='%.6g', lineterminator='\n'))
-    feature_means(adata, model, sae)
-    t_feats = t_cell_features(adata.obsm[FBAR_KEY], adata.obs[CELL_TYPE_KEY])
+    t_feats = t_cell_features(ann['feature_stats']['cell_mean'], adata.obs[CELL_TYPE_KEY])  # per-cell feature means (fbar)
     figures = {'t_features': 'figures/t_cell_features.png', 'by_size': 'figures/go_share_by_size.png'}
     save_figure(plot_feature_genes(ann, adata.var_names, t_feats), out/figures['t_features'])
     save_figure(plot_share_by_size({r: ann[r]['by_size'] for r in RULES}), out/figures['by_size'])
     t_rows = tab.set_index('feature').loc[t_feats]
-    top_share = ann['feature_stats']['gene_active'].max(1)
-    breadth = {'median_top_gene_active_share': float(np.median(top_share[top_share > 0])), 'frac_features_active_in_most_cells_at_a_gene': float((top_share > 0.5).mean())}
-    res = {**ann['token']['comparison'], **breadth, 'coexpression': ann['coexpression']['comparison'],
+    res = {**ann['token']['comparison'], **feature_breadth(ann['feature_stats']['gene_active']), 'coexpression': ann['coexpression']['comparison'],
            'share_by_size': {r: ann[r]['by_size'].to_dict(orient='list') for r in RULES}, 'n_expressed_genes': ann['n_expressed'], 'n_population_genes': ann['n_population'], 'annotation_config': acfg.__dict__,
            't_cell_features': [{'feature': int(f), 'top_genes': r.top_genes, 'term1': r.term1 if isinstance(r.term1, str) else None,
                                  'coexpression_term1': r.coexpression_term1 if isinstance(r.coexpression_term1, str) else None}

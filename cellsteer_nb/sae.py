@@ -352,7 +352,7 @@ def unit_gene_stats(store:ActivationStore, encode, cells=None, desc:str|None='un
 # %% ../nbs/04_sae.ipynb #e623aa0d
 def sae_fingerprint(sae:TopKSAE) -> str:
     "Hash of an SAE's config and weights (part of cache keys)."
-    return cache_key(sae.cfg, *[v.detach().cpu().numpy() for v in sae.state_dict().values()])
+    return model_fingerprint(sae, sae.cfg)
 
 def feature_stats(model, sae:TopKSAE, values, depth) -> dict:
     "`unit_gene_stats` of `sae`'s features over all cells of (`values`, `depth`), cached by activations and SAE."
