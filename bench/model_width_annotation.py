@@ -9,7 +9,7 @@ reference, so training length and width can be told apart. Checkpoints go to the
     python bench/model_width_annotation.py          # writes model_width_annotation.json and MODEL_WIDTH_ANNOTATION.md
     python bench/model_width_annotation.py render   # the markdown again from the json
 """
-import json, sys, time, warnings
+import json, sys, warnings
 from pathlib import Path
 import torch
 from cellsteer_nb.core import atomic_write, dumps_json, cache_dir
@@ -17,8 +17,9 @@ from cellsteer_nb.data import load_pbmc68k
 from cellsteer_nb.model import load_checkpoint, cell_inputs
 from cellsteer_nb.pretrain import PretrainConfig, train_default
 from cellsteer_nb.hooks import layer_embeddings, probe_cv, probe_labels
-from cellsteer_nb.sae import SAETrainConfig, fit_sae, feature_stats, sae_metadata
-from cellsteer_nb.annotate import AnnotationConfig, go_context, expressed_genes, neuron_stats, compare_annotation, feature_breadth
+from cellsteer_nb.sae import sae_metadata
+from cellsteer_nb.annotate import go_context, expressed_genes, neuron_stats
+from sae_annotation_sweep import shape_row  # this folder is on sys.path when the script runs
 
 OUT = Path(__file__).parent
 STEPS = 2000
@@ -51,14 +52,9 @@ def run() -> list:
         probe = probe_cv(layer_embeddings(model, values[sel], depth[sel], desc=None), y)['cv_accuracy']
         neurons = neuron_stats(model, values, depth, 12)['gene_mean']
         for expansion, k in SHAPES:
-            t0 = time.perf_counter()
-            sae, q, _ = fit_sae(model, values, depth, SAETrainConfig(expansion=expansion, k=k), metadata=sae_metadata(path), progress=False)
-            fs = feature_stats(model, sae, values, depth)
-            c = compare_annotation(fs['gene_mean'], neurons, genes, expressed, go, AnnotationConfig())['comparison']
+            row, _ = shape_row(model, values, depth, genes, expressed, go, neurons, expansion, k, sae_metadata(path))
             rows.append({'hidden': hidden, 'steps': STEPS, 'pretrain_s': info['train_seconds'], 'heldout_mse': info['history'][-1]['heldout_mse'],
-                         'probe_l12': probe, 'n_panel_genes': len(genes), 'expansion': expansion, 'k': k, 'n_features': sae.cfg.d_sae, 'fvu': q['fvu'],
-                         'dead_frac': q['dead_frac'], 'loss_recovered': q['loss_recovered'], **feature_breadth(fs['gene_active']), **c,
-                         'seconds': time.perf_counter() - t0})
+                         'probe_l12': probe, 'n_panel_genes': len(genes), **row})
             print(rows[-1], flush=True)
     return rows
 

@@ -39,6 +39,16 @@ def controls(model, values, depth, genes, expressed, go, default_features, neuro
             'random_model': {'fvu': rq['fvu'], 'dead_frac': rq['dead_frac'], **{k: rc[k] for k in ('frac_features_go_annotated', 'frac_neurons_go_annotated')}}}
 
 
+def shape_row(model, values, depth, genes, expressed, go, neurons, expansion: int, k: int, metadata: dict) -> tuple:
+    "(row, feature stats) of one SAE shape: held-out quality, how widely its features fire, and the seed's-rule comparison with `neurons`."
+    t0 = time.perf_counter()
+    sae, q, _ = fit_sae(model, values, depth, SAETrainConfig(expansion=expansion, k=k), metadata=metadata, progress=False)
+    fs = feature_stats(model, sae, values, depth)
+    c = compare_annotation(fs['gene_mean'], neurons, genes, expressed, go, AnnotationConfig())['comparison']
+    return {'expansion': expansion, 'k': k, 'n_features': sae.cfg.d_sae, 'fvu': q['fvu'], 'dead_frac': q['dead_frac'],
+            'loss_recovered': q['loss_recovered'], **feature_breadth(fs['gene_active']), **c, 'seconds': time.perf_counter() - t0}, fs
+
+
 def run() -> list:
     torch.set_num_threads(2)
     model, genes = load_checkpoint(DEFAULT_CHECKPOINT)
@@ -50,14 +60,9 @@ def run() -> list:
     neurons = neuron_stats(model, values, depth, 12)['gene_mean']
     rows = []
     for expansion, k in SHAPES:
-        t0 = time.perf_counter()
-        sae, q, _ = fit_sae(model, values, depth, SAETrainConfig(expansion=expansion, k=k), metadata=sae_metadata(), progress=False)
-        fs = feature_stats(model, sae, values, depth)
-        c = compare_annotation(fs['gene_mean'], neurons, genes, expressed, go, AnnotationConfig())['comparison']
+        row, fs = shape_row(model, values, depth, genes, expressed, go, neurons, expansion, k, sae_metadata())
         if (expansion, k) == (8, 8): default_features = fs['gene_mean']
-        rows.append({'expansion': expansion, 'k': k, 'n_features': sae.cfg.d_sae, 'fvu': q['fvu'], 'dead_frac': q['dead_frac'],
-                     'loss_recovered': q['loss_recovered'], **feature_breadth(fs['gene_active']), **c,
-                     'seconds': time.perf_counter() - t0})
+        rows.append(row)
         print(rows[-1], flush=True)
     return rows, controls(model, values, depth, genes, expressed, go, default_features, neurons)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, asdict
 import numpy as np, pandas as pd, torch
 from scipy.stats import mannwhitneyu
 from .core import cache_key, cached_arrays, dense
-from .sae import activation_store_for, unit_gene_stats
+from .model import cell_inputs
+from .sae import activation_store_for, unit_gene_stats, feature_stats
 from .go import load_godag, load_gene2go, propagate_assoc, go_enrichment, information_content, top_terms, max_ic
 
 # %% ../nbs/05b_annotate.ipynb #e160deb7
@@ -63,6 +64,10 @@ class GOContext:
     assoc: dict
     ic: dict
 
+    def population(self, genes, expressed:np.ndarray) -> list:
+        "The enrichment background: expressed `genes` with at least one GO annotation."
+        return [g for g, e in zip(genes, expressed) if e and self.assoc.get(g)]
+
 def go_context(genes, cfg:AnnotationConfig=AnnotationConfig()) -> GOContext:
     "The bundled GO snapshot, set up for a gene panel (old symbols resolved through the alias map)."
     godag = load_godag()
@@ -72,8 +77,7 @@ def go_context(genes, cfg:AnnotationConfig=AnnotationConfig()) -> GOContext:
 def annotate_units(gene_mean:np.ndarray, genes, expressed:np.ndarray, go:GOContext, cfg:AnnotationConfig=AnnotationConfig()) -> tuple:
     "(units DataFrame, top-terms DataFrame): gene set, enrichment, label and specificity of every unit (row of `gene_mean`)."
     sets, pr = unit_gene_sets(gene_mean, genes, expressed, cfg)
-    population = [g for g, e in zip(genes, expressed) if e and go.assoc.get(g)]
-    enr = go_enrichment(sets, population, go.assoc)
+    enr = go_enrichment(sets, go.population(genes, expressed), go.assoc)
     terms = top_terms(enr, go.ic, go.godag, cfg.alpha, cfg.n_terms)
     sig = enr.significant(cfg.alpha)
     units = pd.DataFrame({'unit': np.arange(len(sets)), 'participation_ratio': pr, 'set_size': [len(s) for s in sets],
@@ -151,8 +155,6 @@ RULES = ('token', 'coexpression')
 
 def annotate_sae(adata, model, sae, go:GOContext|None=None, cfg:AnnotationConfig=AnnotationConfig()) -> dict:
     "For each rule in `RULES`: feature and neuron annotation tables and their comparison; plus feature statistics, for `adata`'s cells."
-    from cellsteer_nb.model import cell_inputs
-    from cellsteer_nb.sae import feature_stats
     values, depth = cell_inputs(adata)
     genes, expressed = list(adata.var_names), expressed_genes(adata, cfg.min_mean, cfg.min_frac)
     X = dense(adata.X)
@@ -165,7 +167,7 @@ def annotate_sae(adata, model, sae, go:GOContext|None=None, cfg:AnnotationConfig
     out = {r: {**compare_annotation(*weights[r], genes, expressed, go, cfg),
                'by_size': share_by_size(*weights[r], genes, expressed, go, cfg.curve_sizes, cfg)} for r in RULES}
     return {**out, 'feature_stats': fstats,
-            'n_expressed': int(expressed.sum()), 'n_population': int(sum(1 for g, e in zip(genes, expressed) if e and go.assoc.get(g)))}
+            'n_expressed': int(expressed.sum()), 'n_population': len(go.population(genes, expressed))}
 
 def feature_breadth(gene_active:np.ndarray) -> dict:
     "How widely features fire: median share of cells active at a feature's top gene (features that fire at all), share of features active in most cells at some gene."

@@ -16,8 +16,8 @@ from .data import load_pbmc68k, subsample_types, align_to_panel, check_groups
 from .model import CellFoundation, load_checkpoint, cell_inputs, WEIGHTS_FILE
 from .pretrain import evaluate, split_cells, init_for_pretraining, PretrainConfig
 from .hooks import embed_cells, layer_embeddings, probe_cv, probe_labels, umap_coords, plot_embedding, model_fingerprint
-from .sae import (DEFAULT_SAE, SAETrainConfig, load_sae, sae_metadata, activation_store_for, sae_quality, spliced_loss,
-                              gene_mean_acts, train_sae, plot_sae_history)
+from .sae import (DEFAULT_SAE, SAETrainConfig, load_sae, sae_metadata, activation_store_for, heldout_quality, train_sae,
+                              plot_sae_history)
 from .annotate import (RULES, AnnotationConfig, go_context, annotate_sae, features_table, feature_breadth, t_cell_features, plot_feature_genes,
                                    plot_share_by_size)
 
@@ -80,9 +80,8 @@ def sae_results(cfg:dict, model, adata, checkpoint=DEFAULT_CHECKPOINT, sae_path=
     values, depth = cell_inputs(adata)
     sae = load_sae(sae_path, expect=sae_metadata(checkpoint))
     store = activation_store_for(model, values, depth, sae.cfg.hook_layer)
-    train_cells, heldout_cells = split_cells(len(values), 0.1, cfg['seed'])
-    q = sae_quality(sae, store, heldout_cells)
-    q.update(spliced_loss(model, sae, values[heldout_cells], depth[heldout_cells], gene_mean_acts(store, train_cells), seed=cfg['seed']))
+    train_cells, heldout_cells = split_cells(len(values), SAETrainConfig.heldout_frac, cfg['seed'])
+    q = heldout_quality(model, sae, store, values, depth, train_cells, heldout_cells, seed=cfg['seed'])
     q['dead_fraction'] = q.pop('dead_frac')
     _, _, tokens_per_s = train_sae(store, SAETrainConfig(steps=cfg['sae_timing_steps']), sae.cfg.hook_layer, progress=False)
     res = {'n_features': sae.cfg.d_sae, 'd_in': sae.cfg.d_in, 'k': sae.cfg.k, 'layer': sae.cfg.hook_layer, 'n_heldout_cells': len(heldout_cells), **q}

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['SAE_CFG_FILENAME', 'SAE_WEIGHTS_FILENAME', 'SAELENS_FORMAT', 'DEFAULT_SAE', 'SAEConfig', 'topk_relu', 'TopKSAE',
            'fvu', 'SAETrainer', 'save_sae', 'load_sae', 'ActivationStore', 'write_activation_store', 'sae_quality',
-           'gene_mean_acts', 'spliced_loss', 'SAETrainConfig', 'activation_store_for', 'train_sae', 'fit_sae',
-           'sae_metadata', 'train_default_sae', 'plot_sae_history', 'unit_gene_stats', 'sae_fingerprint',
+           'gene_mean_acts', 'spliced_loss', 'SAETrainConfig', 'activation_store_for', 'train_sae', 'heldout_quality',
+           'fit_sae', 'sae_metadata', 'train_default_sae', 'plot_sae_history', 'unit_gene_stats', 'sae_fingerprint',
            'feature_stats', 'feature_means']
 
 # %% ../nbs/04_sae.ipynb #abeed013
@@ -288,6 +288,12 @@ def train_sae(store:ActivationStore, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER
                                                     log_every=max(1, cfg.steps // 20), progress=progress)
     return sae, history, cfg.steps * cfg.batch_size / (time.perf_counter() - t0)
 
+def heldout_quality(model, sae:TopKSAE, store:ActivationStore, values, depth, train_cells, heldout_cells, seed:int=0) -> dict:
+    "Held-out FVU, L0, dead share and spliced-in masked loss (mean-ablation from the training cells' gene means; masks seeded by `seed`)."
+    quality = sae_quality(sae, store, heldout_cells)
+    quality.update(spliced_loss(model, sae, values[heldout_cells], depth[heldout_cells], gene_mean_acts(store, train_cells), seed=seed))
+    return quality
+
 def fit_sae(model, values, depth, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER, metadata:dict|None=None, progress:bool=True):
     """(sae, quality dict, history): train a TopK SAE on layer-`layer` tokens of the training cells, evaluate on held-out ones.
 
@@ -300,9 +306,7 @@ def fit_sae(model, values, depth, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER, m
         return load_sae(out), fit['quality'], fit['history']
     except Exception: pass  # missing or corrupt: train again
     sae, history, tokens_per_s = train_sae(store, cfg, layer, metadata, progress)
-    train_cells, heldout_cells = split_cells(len(values), cfg.heldout_frac, cfg.seed)
-    quality = sae_quality(sae, store, heldout_cells)
-    quality.update(spliced_loss(model, sae, values[heldout_cells], depth[heldout_cells], gene_mean_acts(store, train_cells)))
+    quality = heldout_quality(model, sae, store, values, depth, *split_cells(len(values), cfg.heldout_frac, cfg.seed))
     quality['tokens_per_s'] = tokens_per_s
     save_sae(sae, out); atomic_write(out/'fit.json', json.dumps({'quality': quality, 'history': history}))
     return sae, quality, history
