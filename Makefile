@@ -5,14 +5,21 @@ BIN = $(VENV)/bin
 # one BLAS/torch thread per parallel notebook worker (2 workers on 2 cores)
 THREADS = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 
-.PHONY: install test report pretrain sae parity clean-cache
+.PHONY: install test report pretrain sae parity clean-cache upgrade-deps
 
 install: $(VENV)/.installed
-$(VENV)/.installed: settings.ini setup.py
+$(VENV)/.installed: settings.ini setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
+
+# Re-resolve every dependency to its newest allowed release and record it (then rerun make report and make test).
+upgrade-deps:
+	rm -rf .venv-upgrade && $(PYTHON) -m venv .venv-upgrade
+	.venv-upgrade/bin/pip install -q torch==2.13.0 && .venv-upgrade/bin/pip install -q -e ".[dev]"
+	{ head -2 constraints.txt; .venv-upgrade/bin/pip freeze | grep -v '^-e\|cellsteer' | sed 's/^torch==2.13.0+cpu/torch==2.13.0/'; } > constraints.new && mv constraints.new constraints.txt
+	rm -rf .venv-upgrade
 
 test: install
 	$(BIN)/nbdev_export

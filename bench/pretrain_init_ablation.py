@@ -18,7 +18,8 @@ from sklearn.preprocessing import StandardScaler
 from cellsteer_nb.core import dumps_json, atomic_write, SOURCE, TARGET
 from cellsteer_nb.data import load_pbmc68k
 from cellsteer_nb.model import CellFoundation, CellFoundationConfig, cell_inputs
-from cellsteer_nb.pretrain import PretrainConfig, pretrain, evaluate, split_cells, init_for_pretraining, DEFAULT_MODEL
+from cellsteer_nb.core import split_cells
+from cellsteer_nb.pretrain import PretrainConfig, pretrain, evaluate, init_for_pretraining, DEFAULT_MODEL
 from cellsteer_nb.hooks import layer_embeddings, probe_labels
 
 OUT = Path(__file__).parent

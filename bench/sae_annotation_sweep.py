@@ -13,7 +13,8 @@ from cellsteer_nb.core import DEFAULT_CHECKPOINT, atomic_write, dumps_json
 from cellsteer_nb.data import load_pbmc68k, align_to_panel
 from cellsteer_nb.model import load_checkpoint, cell_inputs, CellFoundation
 from cellsteer_nb.pretrain import init_for_pretraining
-from cellsteer_nb.sae import SAETrainConfig, fit_sae, feature_stats, sae_metadata
+from cellsteer_nb.sae import SAETrainConfig, fit_sae, sae_metadata
+from cellsteer_nb.features import feature_stats
 from cellsteer_nb.annotate import AnnotationConfig, go_context, expressed_genes, neuron_stats, compare_annotation, feature_breadth
 
 OUT = Path(__file__).parent

@@ -25,7 +25,8 @@ def run(cache: str):
     from cellsteer_nb.core import DEFAULT_CHECKPOINT, atomic_write, dumps_json
     from cellsteer_nb.data import load_pbmc68k, align_to_panel
     from cellsteer_nb.model import load_checkpoint, cell_inputs
-    from cellsteer_nb.sae import SAETrainConfig, fit_sae, activation_store_for, load_sae, DEFAULT_SAE
+    from cellsteer_nb.sae import SAETrainConfig, fit_sae, load_sae, DEFAULT_SAE
+    from cellsteer_nb.store import activation_store_for
     model, genes = load_checkpoint(DEFAULT_CHECKPOINT)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')

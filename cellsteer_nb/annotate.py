@@ -6,15 +6,16 @@
 __all__ = ['RULES', 'AnnotationConfig', 'expressed_genes', 'participation_ratio', 'unit_gene_sets', 'GOContext', 'go_context',
            'annotate_units', 'neuron_stats', 'compare_units', 'compare_annotation', 'coexpression_weights',
            'share_by_size', 'plot_share_by_size', 'annotate_sae', 'feature_breadth', 'features_table',
-           't_cell_features', 'plot_feature_genes']
+           't_cell_features', 'plot_feature_genes', 'AnnotationResult', 'annotation_step']
 
 # %% ../nbs/05b_annotate.ipynb #1da0e7d8
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, field
 import numpy as np, pandas as pd, torch
 from scipy.stats import mannwhitneyu
-from .core import cache_key, cached_arrays, dense
-from .model import cell_inputs
-from .sae import activation_store_for, unit_gene_stats, feature_stats
+from .core import CELL_TYPE_KEY, StepResult, cache_key, cached_arrays, dense
+from .model import model_inputs
+from .store import activation_store_for
+from .features import unit_gene_stats, feature_stats
 from .go import load_godag, load_gene2go, propagate_assoc, go_enrichment, information_content, top_terms, max_ic
 
 # %% ../nbs/05b_annotate.ipynb #e160deb7
@@ -93,7 +94,7 @@ def annotate_units(gene_mean:np.ndarray, genes, expressed:np.ndarray, go:GOConte
 def neuron_stats(model, values, depth, layer:int, signed:bool=False) -> dict:
     "`unit_gene_stats` of the raw residual dimensions (|activation|, or the signed values) over all cells, cached by the activations."
     store = activation_store_for(model, values, depth, layer)
-    return cached_arrays('neuron_stats', cache_key('neuron-stats', store.path.name, signed),
+    return cached_arrays('neuron_stats', cache_key('neuron-stats', store.path.name, signed, deps=('features',)),
                          lambda: unit_gene_stats(store, (lambda x: x) if signed else torch.abs, desc='neuron stats'))
 
 def compare_units(features:pd.DataFrame, neurons:pd.DataFrame, neurons_matched:pd.DataFrame) -> dict:
@@ -155,7 +156,7 @@ RULES = ('token', 'coexpression')
 
 def annotate_sae(adata, model, sae, go:GOContext|None=None, cfg:AnnotationConfig=AnnotationConfig()) -> dict:
     "For each rule in `RULES`: feature and neuron annotation tables and their comparison; plus feature statistics, for `adata`'s cells."
-    values, depth = cell_inputs(adata)
+    values, depth = model_inputs(adata, model)
     genes, expressed = list(adata.var_names), expressed_genes(adata, cfg.min_mean, cfg.min_frac)
     X = dense(adata.X)
     go = go or go_context(genes, cfg)
@@ -206,3 +207,32 @@ def plot_feature_genes(ann:dict, genes, features, n_top:int=4, title:str='T-cell
     ax.set(title=title, xlabel='gene token', ylabel='')
     fig.tight_layout()
     return fig
+
+# %% ../nbs/05b_annotate.ipynb #fad17d11
+def _term(x): return x if isinstance(x, str) else None
+
+@dataclass
+class AnnotationResult(StepResult):
+    "The report's GO-annotation numbers (`summary`), with the feature table and the raw annotation for figures and `features.csv`."
+    summary:dict
+    table:pd.DataFrame = field(default=None, metadata={'json': False})
+    ann:dict = field(default=None, metadata={'json': False})
+    t_features:np.ndarray = field(default=None, metadata={'json': False})
+    seconds:float = field(default=float('nan'), metadata={'json': False})
+    def to_json(self) -> dict: return dict(self.summary)
+
+def annotation_step(adata, model, sae, cfg:AnnotationConfig=AnnotationConfig()) -> AnnotationResult:
+    "SAE features against neurons under both gene-set rules on `adata`'s cells, and the features that separate T cells."
+    import time
+    t0 = time.perf_counter()
+    ann = annotate_sae(adata, model, sae, go_context(list(adata.var_names), cfg), cfg)
+    seconds = time.perf_counter() - t0
+    tab = features_table(ann)
+    t_feats = t_cell_features(ann['feature_stats']['cell_mean'], adata.obs[CELL_TYPE_KEY])
+    t_rows = tab.set_index('feature').loc[t_feats]
+    summary = {**ann['token']['comparison'], **feature_breadth(ann['feature_stats']['gene_active']), 'coexpression': ann['coexpression']['comparison'],
+               'share_by_size': {r: ann[r]['by_size'].to_dict(orient='list') for r in RULES}, 'n_expressed_genes': ann['n_expressed'],
+               'n_population_genes': ann['n_population'], 'annotation_config': asdict(cfg),
+               't_cell_features': [{'feature': int(f), 'top_genes': r.top_genes, 'term1': _term(r.term1), 'coexpression_term1': _term(r.coexpression_term1)}
+                                   for f, r in t_rows.iterrows()]}
+    return AnnotationResult(summary, tab, ann, t_feats, seconds)

@@ -4,13 +4,17 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_LAYER', 'EMBED_KEY', 'EMBED_UNS', 'FBAR_KEY', 'FBAR_UNS', 'CELL_TYPE_KEY', 'DEPTH_KEY', 'SOURCE', 'TARGET',
-           'ASSETS', 'DEFAULT_CHECKPOINT', 'in_test', 'dense', 'file_hash', 'code_version', 'cache_key', 'atomic_write',
-           'cache_dir', 'cached_arrays', 'save_figure', 'round_sig', 'dumps_json', 'set_path']
+           'ASSETS', 'DEFAULT_CHECKPOINT', 'TYPE_COLOURS', 'MANIFEST', 'type_colour', 'in_test', 'dense', 'batches',
+           'split_cells', 'file_hash', 'code_version', 'cache_key', 'model_fingerprint', 'atomic_write', 'CacheWarning',
+           'cache_dir', 'seal_entry', 'entry_ok', 'cached_arrays', 'save_figure', 'round_sig', 'dumps_json', 'set_path',
+           'StepResult']
 
 # %% ../nbs/00_core.ipynb #f5c0a959
-import functools, hashlib, json, math, os, tempfile
+import functools, hashlib, importlib, io, json, math, os, tempfile, warnings, zipfile
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
+from tqdm.auto import tqdm
 import cellsteer_nb
 
 # %% ../nbs/00_core.ipynb #4f2d1e0c
@@ -25,14 +29,36 @@ SOURCE, TARGET = 'CD4 T', 'CD8 T'
 ASSETS = Path(cellsteer_nb.__file__).parent/'assets'
 DEFAULT_CHECKPOINT = ASSETS/'aido_cell_small'
 
+# %% ../nbs/00_core.ipynb #a837e6e9
+TYPE_COLOURS = {'CD4 T': '#1f77b4', 'CD8 T': '#d62728', 'B': '#2ca02c', 'Monocyte': '#9467bd', 'Dendritic': '#8c564b',
+                'NK': '#ff7f0e', 'CD34+': '#7f7f7f'}
+
+def type_colour(label:str) -> str:
+    "A fixed colour per cell type (CD4 T blue, CD8 T red); grey for types not listed."
+    return TYPE_COLOURS.get(label, '#bcbd22')
+
 # %% ../nbs/00_core.ipynb #332b8ad6
 def in_test() -> bool:
     "True when running under `nbdev_test` (env `IN_TEST` set)."
     return bool(os.environ.get('IN_TEST'))
 
+# %% ../nbs/00_core.ipynb #cc05002d
 def dense(X) -> np.ndarray:
     "A matrix as a dense numpy array (sparse matrices are expanded)."
     return X.toarray() if hasattr(X, 'toarray') else np.asarray(X)
+
+# %% ../nbs/00_core.ipynb #cb80d486
+def batches(n:int, batch_size:int, desc:str|None=None):
+    "Slices covering `range(n)` in order, with a progress bar when `desc` is given."
+    starts = range(0, n, batch_size)
+    for s in (tqdm(starts, desc=desc, leave=False) if desc else starts): yield slice(s, min(s + batch_size, n))
+
+# %% ../nbs/00_core.ipynb #fe66b561
+def split_cells(n:int, heldout_frac:float, seed:int=0):
+    "(train, held-out) cell indices, a seeded random split."
+    perm = np.random.default_rng(seed).permutation(n)
+    n_out = max(1, int(round(n * heldout_frac)))
+    return np.sort(perm[n_out:]), np.sort(perm[:n_out])
 
 # %% ../nbs/00_core.ipynb #c1a5dc27
 def _canon(o):
@@ -51,19 +77,29 @@ def file_hash(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
     return h.hexdigest()
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    "Hash of the package's source files: any code change invalidates every cache."
-    pkg = Path(cellsteer_nb.__file__).parent
+# %% ../nbs/00_core.ipynb #156383ba
+@functools.lru_cache(maxsize=None)
+def _module_hash(name:str) -> str:
+    path = Path(cellsteer_nb.__file__).parent/f'{name}.py'
+    if not path.is_file(): raise ValueError(f'cellsteer_nb has no module {name!r} (deps name modules of the package, e.g. "model")')
+    return file_hash(path)
+
+def code_version(*modules:str) -> str:
+    "Hash of the package version and the source of the named `cellsteer_nb` modules (order and repeats ignored)."
     h = hashlib.sha256(cellsteer_nb.__version__.encode())
-    for f in sorted(pkg.glob('*.py')):
-        if f.name != '_modidx.py': h.update(f.name.encode() + f.read_bytes())
+    for m in sorted(set(modules)): h.update(f'{m}:{_module_hash(m)}'.encode())
     return h.hexdigest()[:16]
 
-def cache_key(*parts) -> str:
-    "Hash of `parts` (dicts, dataclasses, arrays, files, scalars) plus the code version: the cache key of a step."
-    blob = json.dumps(_canon([code_version(), *parts]), sort_keys=True, default=str)
+def cache_key(*parts, deps=()) -> str:
+    "Key of a step: hash of `parts` (dicts, dataclasses, arrays, files, scalars, upstream keys) and of the source of the modules in `deps`."
+    blob = json.dumps(_canon([code_version(*deps), *parts]), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+# %% ../nbs/00_core.ipynb #f7264e17
+def model_fingerprint(model, config=None) -> str:
+    "Content hash of a module's config (`config`, else its `.config`) and weights: the model part of cache keys."
+    config = getattr(model, 'config', None) if config is None else config
+    return cache_key(config, *[v.detach().cpu().numpy() for v in model.state_dict().values()])
 
 # %% ../nbs/00_core.ipynb #a207418e
 def _umask():
@@ -80,20 +116,45 @@ def atomic_write(path, data) -> Path:
         Path(tmp).unlink(missing_ok=True); raise
     return path
 
+# %% ../nbs/00_core.ipynb #ecd3fc62
+class CacheWarning(UserWarning):
+    "A cache entry was unreadable or failed its checksum and is being rebuilt."
+
 def cache_dir() -> Path:
-    "Cache root: env `CELLSTEER_CACHE`, else `~/.cache/cellsteer_nb`."
+    "Cache root: env `CELLSTEER_CACHE`, else `$XDG_CACHE_HOME/cellsteer_nb` (default `~/.cache/cellsteer_nb`)."
     root = os.environ.get('CELLSTEER_CACHE') or Path(os.environ.get('XDG_CACHE_HOME', Path.home()/'.cache'))/'cellsteer_nb'
     return Path(root)
 
-def cached_arrays(step: str, key: str, compute) -> dict:
-    "Load the `.npz` cached for (`step`, `key`), or run `compute()` (-> dict of arrays) and cache it; corrupt files are rebuilt."
-    path = cache_dir()/step/f'{key}.npz'
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as z: return {k: z[k] for k in z.files}
-        except Exception: path.unlink()
+_DAMAGED = (OSError, ValueError, KeyError, json.JSONDecodeError, zipfile.BadZipFile, EOFError)
+MANIFEST = 'cache_manifest.json'
+
+def seal_entry(folder, key:str, files) -> Path:
+    "Write `folder/cache_manifest.json` with `key` and the SHA-256 of each of `files` (names inside `folder`); write it last."
+    folder = Path(folder)
+    return atomic_write(folder/MANIFEST, json.dumps({'key': key, 'sha256': {f: file_hash(folder/f) for f in sorted(files)}}, indent=1))
+
+def entry_ok(folder, key:str) -> bool:
+    "True if `folder` holds a sealed entry for `key` whose files match their checksums; warns (`CacheWarning`) if one exists but is damaged."
+    folder = Path(folder)
+    if not folder.exists(): return False
+    try:
+        meta = json.loads((folder/MANIFEST).read_text())
+        bad = [f for f, h in meta['sha256'].items() if file_hash(folder/f) != h]
+        if meta['key'] != key or bad: raise ValueError(f"checksum mismatch in {bad}" if bad else 'key mismatch')
+        return True
+    except _DAMAGED as e:
+        warnings.warn(f'cache entry {folder} is damaged or incomplete ({type(e).__name__}: {e}); rebuilding it', CacheWarning, stacklevel=2)
+        return False
+
+# %% ../nbs/00_core.ipynb #d8887401
+def cached_arrays(step:str, key:str, compute) -> dict:
+    "Load the arrays cached for (`step`, `key`), or run `compute()` (-> dict of arrays) and cache them; damaged entries are rebuilt."
+    folder = cache_dir()/step/key
+    if entry_ok(folder, key):
+        with np.load(folder/'arrays.npz', allow_pickle=False) as z: return {k: z[k] for k in z.files}
     out = compute()
-    import io; buf = io.BytesIO(); np.savez(buf, **out); atomic_write(path, buf.getvalue())
+    buf = io.BytesIO(); np.savez(buf, **out); atomic_write(folder/'arrays.npz', buf.getvalue())
+    seal_entry(folder, key, ['arrays.npz'])
     return out
 
 # %% ../nbs/00_core.ipynb #a6436b7c
@@ -115,12 +176,27 @@ def round_sig(x, digits: int = 6):
         return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
     return x
 
+# %% ../nbs/00_core.ipynb #11afd310
 def dumps_json(obj) -> str:
     "Deterministic JSON: 6 significant digits, sorted keys, trailing newline."
     return json.dumps(round_sig(obj), indent=2, sort_keys=True) + '\n'
 
+# %% ../nbs/00_core.ipynb #1b2366a8
 def set_path(d: dict, path: str, value):
     "Set `d['a']['b'] = value` for `path='a.b'`, creating the nested dicts."
     *heads, last = path.split('.')
     for h in heads: d = d.setdefault(h, {})
     d[last] = value
+
+# %% ../nbs/00_core.ipynb #5c1a895c
+from dataclasses import dataclass, field, fields
+
+class StepResult:
+    "Base of the steps' result dataclasses: `to_json()` is the dict of their JSON fields (nested results converted)."
+    def to_json(self) -> dict:
+        def conv(v):
+            if isinstance(v, StepResult): return v.to_json()
+            if isinstance(v, dict): return {k: conv(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)): return [conv(x) for x in v]
+            return v
+        return {f.name: conv(getattr(self, f.name)) for f in fields(self) if f.metadata.get('json', True)}

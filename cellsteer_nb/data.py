@@ -11,12 +11,13 @@ import warnings
 import numpy as np, pandas as pd, scanpy as sc, anndata as ad
 from .core import CELL_TYPE_KEY, DEPTH_KEY, dense
 
-# %% ../nbs/00_data.ipynb #b22ec65b
+# %% ../nbs/00_data.ipynb #2df1d6d2
 PBMC68K_TYPES = {
     'CD4+/CD25 T Reg': 'CD4 T', 'CD4+/CD45RO+ Memory': 'CD4 T', 'CD4+/CD45RA+/CD25- Naive T': 'CD4 T',
     'CD8+ Cytotoxic T': 'CD8 T', 'CD8+/CD45RA+ Naive Cytotoxic': 'CD8 T',
     'CD19+ B': 'B', 'CD14+ Monocyte': 'Monocyte', 'CD56+ NK': 'NK', 'Dendritic': 'Dendritic', 'CD34+': 'CD34+'}
 
+# %% ../nbs/00_data.ipynb #bc43afc7
 def load_pbmc68k() -> ad.AnnData:
     "scanpy's bundled `pbmc68k_reduced` as log-normalised AnnData (`.raw`), with `obs['cell_type']` and `obs['n_counts']`."
     src = sc.datasets.pbmc68k_reduced()
@@ -36,7 +37,7 @@ def subsample_types(adata, n_per_type:int=12, seed:int=0, types=None) -> ad.AnnD
         if types is None or t in types: keep.extend(rng.choice(idx, min(n_per_type, len(idx)), replace=False))
     return adata[np.sort(keep)].copy()
 
-# %% ../nbs/00_data.ipynb #5d5e1046
+# %% ../nbs/00_data.ipynb #e15eb18f
 def expression_kind(X) -> str:
     "'counts' (non-negative integers), 'log' (log-normalised), or raise for values the model cannot read."
     X = dense(X)
@@ -50,6 +51,7 @@ def expression_kind(X) -> str:
         raise ValueError(f'values reach {X.max():.1f}, too large for log1p(CP10k) data: apply sc.pp.normalize_total(adata, 1e4) and sc.pp.log1p(adata) first')
     return 'log'
 
+# %% ../nbs/00_data.ipynb #ebdc04e4
 def prepare_adata(adata, label_key:str=CELL_TYPE_KEY, layer:str|None=None, use_raw:bool=False) -> ad.AnnData:
     "A new, checked AnnData: dense float32 log-normalised X, `obs['cell_type']` from `label_key`, `obs['n_counts']`."
     if label_key not in adata.obs:
@@ -72,9 +74,7 @@ def prepare_adata(adata, label_key:str=CELL_TYPE_KEY, layer:str|None=None, use_r
     out.obs[CELL_TYPE_KEY] = pd.Categorical(adata.obs[label_key].astype(str).to_numpy())
     return out
 
-# %% ../nbs/00_data.ipynb #70657b2b
-MIN_GROUP_CELLS = 10
-
+# %% ../nbs/00_data.ipynb #15e220d5
 def load_h5ad(path, label_key:str, layer:str|None=None, use_raw:bool=False) -> ad.AnnData:
     "Read a user `.h5ad` and `prepare_adata` it (labels from `obs[label_key]`)."
     from pathlib import Path
@@ -83,6 +83,9 @@ def load_h5ad(path, label_key:str, layer:str|None=None, use_raw:bool=False) -> a
     try: adata = ad.read_h5ad(path)
     except Exception as e: raise ValueError(f'{path} is not a readable .h5ad file ({type(e).__name__}): write it with adata.write_h5ad') from e
     return prepare_adata(adata, label_key, layer, use_raw)
+
+# %% ../nbs/00_data.ipynb #13d10f73
+MIN_GROUP_CELLS = 10
 
 def check_groups(adata, groups, min_cells:int=MIN_GROUP_CELLS):
     "Raise if a label in `groups` is absent from `obs['cell_type']` or has fewer than `min_cells` cells."
@@ -105,7 +108,7 @@ def align_to_panel(adata, genes, max_missing:float=0.5) -> ad.AnnData:
     X[:, present] = dense(adata[:, np.asarray(genes)[present]].X)
     return ad.AnnData(X, obs=adata.obs.copy(), var=pd.DataFrame(index=genes), uns=dict(adata.uns))
 
-# %% ../nbs/00_data.ipynb #2fc26a3d
+# %% ../nbs/00_data.ipynb #77b4ee23
 def _expressed(adata, genes):
     present = [g for g in genes if g in adata.var_names]
     return (dense(adata[:, present].X) > 0).any(1) if present else np.zeros(adata.n_obs, bool)
@@ -117,6 +120,7 @@ def label_by_markers(adata) -> np.ndarray:
     b, nk, mono = _expressed(adata, ['MS4A1', 'CD79A']), _expressed(adata, ['GNLY', 'NKG7']), _expressed(adata, ['LYZ', 'CD14', 'FCGR3A'])
     return np.select([T & cd8, T & _expressed(adata, ['CD4', 'IL7R']), ~T & b, ~T & nk, ~T & mono], ['CD8 T', 'CD4 T', 'B', 'NK', 'Monocyte'], 'Other')
 
+# %% ../nbs/00_data.ipynb #1b2683f0
 def load_pbmc3k(path=None, min_genes:int=200, min_cells:int=3, max_genes:int=2500, max_pct_mito:float=5.0) -> ad.AnnData:
     "10x PBMC3K (downloaded, or read from a 10x folder `path`), QC'd, log-normalised, marker-labelled."
     if path is None:

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['WEIGHTS_FILE', 'CONFIG_FILE', 'GENES_FILE', 'CellFoundationConfig', 'RMSNorm', 'GeneEmbedding', 'SelfAttention',
            'SelfOutput', 'Attention', 'MLP', 'Layer', 'Encoder', 'HeadTransform', 'PredictionHead', 'ExpressionHead',
-           'CellFoundation', 'cell_inputs', 'batches', 'predict_expression', 'save_checkpoint', 'load_checkpoint',
-           'load_state_checked', 'checkpoint_hash', 'config_from_hf', 'aido_state_dict']
+           'CellFoundation', 'cell_inputs', 'model_inputs', 'predict_expression', 'load_state_checked',
+           'save_checkpoint', 'load_checkpoint', 'checkpoint_hash', 'config_from_hf', 'aido_state_dict']
 
 # %% ../nbs/01_model.ipynb #d2e61093
 import json, math
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
-from .core import atomic_write, file_hash, dense, DEPTH_KEY
+from .core import atomic_write, file_hash, dense, batches, DEPTH_KEY
 
 # %% ../nbs/01_model.ipynb #6a780e18
 @dataclass
@@ -43,7 +43,7 @@ class CellFoundationConfig:
         if unknown: raise ValueError(f'unknown config keys {sorted(unknown)}')
         return cls(**d)
 
-# %% ../nbs/01_model.ipynb #8f3762e8
+# %% ../nbs/01_model.ipynb #98cbe509
 class RMSNorm(nn.Module):
     "RMSNorm computed in float32 (AIDO.Cell's `RnaRMSNorm`)."
     def __init__(self, d:int, eps:float=1e-5):
@@ -52,6 +52,7 @@ class RMSNorm(nn.Module):
         h = x.float(); h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
 
+# %% ../nbs/01_model.ipynb #6ce41f30
 class GeneEmbedding(nn.Module):
     "scFoundation-style auto-discretised embedding of scalar expression values."
     def __init__(self, cfg:CellFoundationConfig):
@@ -67,7 +68,7 @@ class GeneEmbedding(nn.Module):
         emb = torch.where((values == self.cfg.mask_token_id).unsqueeze(-1), self.mask_embedding.weight[0], emb)
         return torch.where((values == self.cfg.pad_token_id).unsqueeze(-1), self.pad_embedding.weight[0], emb)
 
-# %% ../nbs/01_model.ipynb #83122a27
+# %% ../nbs/01_model.ipynb #286ed930
 class SelfAttention(nn.Module):
     "Bidirectional multi-head attention over the sequence (SDPA on batch x heads x seq x head_dim)."
     def __init__(self, cfg:CellFoundationConfig):
@@ -81,6 +82,7 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(split(self.query(x)), split(self.key(x)), split(self.value(x)))
         return out.transpose(1, 2).reshape(B, S, D)
 
+# %% ../nbs/01_model.ipynb #147cd3d0
 class SelfOutput(nn.Module):
     def __init__(self, cfg): super().__init__(); self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.add_linear_bias)
 
@@ -91,6 +93,7 @@ class Attention(nn.Module):
         self.ln, self.self, self.output = RMSNorm(cfg.hidden_size, cfg.layer_norm_eps), SelfAttention(cfg), SelfOutput(cfg)
     def forward(self, x): return x + self.output.dense(self.self(self.ln(x)))
 
+# %% ../nbs/01_model.ipynb #3bc070f5
 class MLP(nn.Module):
     "SwiGLU: `down(silu(gate(x)) * up(x))`."
     def __init__(self, cfg):
@@ -99,6 +102,7 @@ class MLP(nn.Module):
         self.up_proj, self.gate_proj, self.down_proj = nn.Linear(d, m, bias=b), nn.Linear(d, m, bias=b), nn.Linear(m, d, bias=b)
     def forward(self, x): return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
+# %% ../nbs/01_model.ipynb #19c5f8a1
 class Layer(nn.Module):
     "One pre-norm transformer block; its output is the residual stream that hooks read."
     def __init__(self, cfg):
@@ -114,13 +118,14 @@ class Encoder(nn.Module):
         self.layer = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
         self.ln = RMSNorm(cfg.hidden_size, cfg.layer_norm_eps)
 
-# %% ../nbs/01_model.ipynb #9c137683
+# %% ../nbs/01_model.ipynb #b567c007
 class HeadTransform(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.dense, self.LayerNorm = nn.Linear(cfg.hidden_size, cfg.hidden_size), RMSNorm(cfg.hidden_size, cfg.layer_norm_eps)
     def forward(self, x): return self.LayerNorm(F.gelu(self.dense(x)))
 
+# %% ../nbs/01_model.ipynb #4f8dc93a
 class PredictionHead(nn.Module):
     def __init__(self, cfg):
         super().__init__()
@@ -174,7 +179,7 @@ class CellFoundation(nn.Module):
             if i == stop_after: return x[:, :n]
         return self.cls(self.encoder.ln(x)[:, :n])
 
-# %% ../nbs/01_model.ipynb #86246726
+# %% ../nbs/01_model.ipynb #824e02bd
 def cell_inputs(adata, genes=None):
     "(values `(cells, genes)` float32, depth `(cells,)` = log10 n_counts) tensors; checks the gene order if `genes` given."
     if genes is not None and list(adata.var_names) != list(genes):
@@ -184,18 +189,31 @@ def cell_inputs(adata, genes=None):
     depth = np.log10(np.maximum(adata.obs[DEPTH_KEY].to_numpy(dtype=np.float64), 1.0))
     return torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(depth, dtype=torch.float32)
 
-def batches(n:int, batch_size:int, desc:str|None=None):
-    "Slices covering `range(n)` in order, with a progress bar when `desc` is given."
-    starts = range(0, n, batch_size)
-    for s in (tqdm(starts, desc=desc, leave=False) if desc else starts): yield slice(s, min(s + batch_size, n))
+# %% ../nbs/01_model.ipynb #9005c3b6
+def model_inputs(adata, model) -> tuple:
+    "`cell_inputs` checked against `model`: its gene panel in order (`model.genes`, set by `load_checkpoint`), else its number of gene tokens."
+    genes = getattr(model, 'genes', None)
+    if genes is None and adata.n_vars != model.n_genes:
+        raise ValueError(f'adata has {adata.n_vars} genes but the model has {model.n_genes} gene tokens: call cellsteer_nb.data.align_to_panel(adata, genes) first')
+    return cell_inputs(adata, genes)
 
+# %% ../nbs/01_model.ipynb #7e9d6370
 @torch.inference_mode()
 def predict_expression(model, values, depth, batch_size:int=32, desc:str|None='readout') -> torch.Tensor:
     "Expression readout for every cell, streamed in batches."
     model.eval()
     return torch.cat([model(values[s], depth[s]) for s in batches(len(values), batch_size, desc)])
 
-# %% ../nbs/01_model.ipynb #d62f30f2
+# %% ../nbs/01_model.ipynb #3e3d5001
+def load_state_checked(model, sd:dict, name:str='checkpoint'):
+    "`load_state_dict(strict=True)` with one clear error listing missing, unexpected and mis-shaped tensors."
+    own = model.state_dict()
+    problems = [f'missing {k}' for k in own if k not in sd] + [f'unexpected {k}' for k in sd if k not in own]
+    problems += [f'{k}: weights {tuple(sd[k].shape)} vs config {tuple(v.shape)}' for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    if problems: raise ValueError(f'{name}: config does not match weights ({len(problems)} problems): ' + '; '.join(problems[:5]))
+    model.load_state_dict(sd)
+
+# %% ../nbs/01_model.ipynb #4d5b8ba1
 WEIGHTS_FILE, CONFIG_FILE, GENES_FILE = 'model.safetensors', 'config.json', 'genes.txt'
 
 def save_checkpoint(model:CellFoundation, genes, path) -> Path:
@@ -208,6 +226,7 @@ def save_checkpoint(model:CellFoundation, genes, path) -> Path:
     atomic_write(path/GENES_FILE, '\n'.join(genes) + '\n')
     return path
 
+# %% ../nbs/01_model.ipynb #11a877bf
 def load_checkpoint(path):
     "Load `(model, genes)` from a checkpoint folder; a config that does not match the weights is refused."
     path = Path(path)
@@ -218,22 +237,16 @@ def load_checkpoint(path):
     if len(genes) != cfg.max_position_embeddings: raise ValueError(f'{GENES_FILE} lists {len(genes)} genes but the config has {cfg.max_position_embeddings} gene tokens')
     model = CellFoundation(cfg)
     load_state_checked(model, load_file(str(path/WEIGHTS_FILE)), str(path))
+    model.genes = genes  # the panel, checked by `model_inputs` wherever cells are fed to the model
     return model.eval(), genes
 
-def load_state_checked(model, sd:dict, name:str='checkpoint'):
-    "`load_state_dict(strict=True)` with one clear error listing missing, unexpected and mis-shaped tensors."
-    own = model.state_dict()
-    problems = [f'missing {k}' for k in own if k not in sd] + [f'unexpected {k}' for k in sd if k not in own]
-    problems += [f'{k}: weights {tuple(sd[k].shape)} vs config {tuple(v.shape)}' for k, v in own.items() if k in sd and sd[k].shape != v.shape]
-    if problems: raise ValueError(f'{name}: config does not match weights ({len(problems)} problems): ' + '; '.join(problems[:5]))
-    model.load_state_dict(sd)
-
+# %% ../nbs/01_model.ipynb #5c2b9b7d
 def checkpoint_hash(path) -> str:
     "Content hash of a checkpoint (weights, config, panel): the model part of every cache key."
     path = Path(path)
     return file_hash(path/WEIGHTS_FILE)[:16] + file_hash(path/GENES_FILE)[:8] + file_hash(path/CONFIG_FILE)[:8]
 
-# %% ../nbs/01_model.ipynb #d83bf2dd
+# %% ../nbs/01_model.ipynb #95a2c31c
 def config_from_hf(hf:dict, depth_floor:float|None=5.0) -> CellFoundationConfig:
     "Our config from a Hugging Face `config.json` of AIDO.Cell."
     keys = ['max_position_embeddings', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'intermediate_size',
@@ -241,6 +254,7 @@ def config_from_hf(hf:dict, depth_floor:float|None=5.0) -> CellFoundationConfig:
     extra = {'mask_token_id': float(hf.get('mask_token_id', -1)), 'pad_token_id': float(hf.get('pad_token_id', -2))}
     return CellFoundationConfig(**{k: hf[k] for k in keys if k in hf}, **extra, depth_floor=depth_floor)
 
+# %% ../nbs/01_model.ipynb #444dcd9b
 def aido_state_dict(sd:dict) -> dict:
     "Rename a genbio-ai AIDO.Cell state dict to ours: strip `bert.`, drop the tied decoder bias and buffers we do not keep."
     out = {}
