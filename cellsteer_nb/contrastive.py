@@ -265,15 +265,18 @@ def adam_baseline(terms:LassoTerms, lam:float, weights=None, free=None, nonneg_a
     beta[np.abs(beta) < snap] = 0
     return beta, primal(terms, beta, lam, w.numpy()), time.perf_counter() - t0
 
-# %% ../nbs/07_contrastive.ipynb #9b1e92cb
+# %% ../nbs/07_contrastive.ipynb #79016b17
 def plot_lasso_path(path:LassoPath, cv:CVResult|None=None, max_lines:int=60):
-    "beta against log10 lambda (the `max_lines` features that move most) and, with `cv`, the CV curve +- SE; lambda_min / lambda_1se marked."
+    """beta against log10 lambda for the first `max_lines` features to enter (symlog axis: the early small moves and the
+    late large ones both show) and, with `cv`, the CV curve +- SE; lambda_min / lambda_1se marked. Returns the Figure."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2 if cv else 1, figsize=(11 if cv else 6, 4), squeeze=False)
-    ax, x, big = axes[0, 0], np.log10(path.lams), np.abs(path.betas).max(0)
-    top = [j for j in np.argsort(-big)[:max_lines] if big[j] > 0]
+    ax, x, nz = axes[0, 0], np.log10(path.lams), path.betas != 0
+    entered = np.flatnonzero(nz.any(0))
+    top = entered[np.argsort(nz[:, entered].argmax(0), kind='stable')][:max_lines]
     ax.plot(x, path.betas[:, top], lw=0.8); ax.axhline(0, c='k', lw=0.5)
-    ax.set(xlabel='log10 lambda', ylabel='beta = alpha - 1', title=f'Lasso path ({len(top)} features shown)')
+    ax.set_yscale('symlog', linthresh=1)
+    ax.set(xlabel='log10 lambda', ylabel='beta = alpha - 1 (symlog)', title=f'Lasso path (first {len(top)} features to enter)')
     if cv:
         ax2 = axes[0, 1]
         ax2.errorbar(np.log10(cv.lams), cv.cv_mean, yerr=cv.cv_se, fmt='o-', ms=3, lw=1, capsize=2)
