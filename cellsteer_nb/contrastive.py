@@ -176,8 +176,8 @@ def lasso_path(terms:LassoTerms, lams=None, n_lams:int=40, eps:float=1e-3, weigh
     return LassoPath(lams, B, fit + lams * (np.abs(B) @ _weights(weights, B.shape[1])), fit, np.array(gaps),
                      (np.abs(B) > MOVED).sum(1), (B != 0).sum(1), time.perf_counter() - t0)
 
-# %% ../nbs/07_contrastive.ipynb #0b87171a
-def sklearn_reference(X, y, lam:float, weights=None, free=None, tol:float=1e-14, max_iter:int=1_000_000) -> np.ndarray:
+# %% ../nbs/07_contrastive.ipynb #27426a30
+def sklearn_reference(X, y, lam:float, weights=None, free=None, tol:float=1e-12, max_iter:int=100_000) -> np.ndarray:
     "beta from scikit-learn's `Lasso` on the stacked design (alpha = lam / (2 n), columns divided by w, only free columns)."
     from sklearn.linear_model import Lasso
     n, p = X.shape
