@@ -7,8 +7,9 @@ __all__ = ['CD8_RELEVANT_GO', 'GENERIC_IC', 'RULE_PREFIXES', 'OPTIONS', 'group_c
            'axis_progress', 'bootstrap_ci', 'score_shift', 'summarise', 'SteeringConfig', 'heldout_shifts',
            'matched_random_features', 'crossfit_at_count', 'random_direction_shifts', 'heldout_probe_calls',
            'go_descendants', 'moved_features_table', 'moved_union_terms', 'moved_go_summary', 'moved_set', 'jaccard',
-           'matched_jaccard', 'free_features', 'SteerFit', 'steer_toward', 'LatentResult', 'adam_until', 'latent_step',
-           'steering_options', 'seed_stability', 'plot_distance_scatter', 'plot_steering_umap', 'plot_controls']
+           'matched_jaccard', 'free_features', 'SteerFit', 'steer_toward', 'LatentResult', 'adam_until',
+           'steering_inputs', 'latent_step', 'steering_options', 'seed_stability', 'plot_distance_scatter',
+           'plot_steering_umap', 'plot_controls']
 
 # %% ../nbs/07b_latent.ipynb #bad130f9
 import time
@@ -284,14 +285,20 @@ def _random_feature_control(Zs, Fs, W, mu, fit:SteerFit, n_moved:int, cfg:Steeri
                      'n_moved': len(moved_set(b_all)), 'lambda': lam})
     return pd.DataFrame(rows)
 
-# %% ../nbs/07b_latent.ipynb #b1d0393a
-def latent_step(adata, W_dec, features:pd.DataFrame|None=None, cfg:SteeringConfig=SteeringConfig(), key_added:str='cellsteer_steer') -> LatentResult:
-    "Contrastive steering of `cfg.source` toward `cfg.target` on `adata`'s layer-12 embeddings and feature means, evaluated out of fold with every control; writes `.uns[key_added]`."
+# %% ../nbs/07b_latent.ipynb #4253ed8e
+def steering_inputs(adata, W_dec) -> tuple:
+    "(labels, Z, F, W_dec, centroids per type, mean of all cells), float64, from `obs['cell_type']`, `obsm['X_cellsteer_L12']` and `obsm['X_cellsteer_fbar']`."
     for k in (EMBED_KEY, FBAR_KEY):
         if k not in adata.obsm: raise KeyError(f"adata.obsm['{k}'] is missing: run {'hooks.embed_cells' if k == EMBED_KEY else 'features.feature_means'} first")
     labels = adata.obs[CELL_TYPE_KEY].astype(str).to_numpy()
     Z, F, W = (np.asarray(a, np.float64) for a in (adata.obsm[EMBED_KEY], adata.obsm[FBAR_KEY], W_dec))
-    cen, mu_all, rng = group_centroids(Z, labels), Z.mean(0), np.random.default_rng(cfg.seed)
+    return labels, Z, F, W, group_centroids(Z, labels), Z.mean(0)
+
+# %% ../nbs/07b_latent.ipynb #b1d0393a
+def latent_step(adata, W_dec, features:pd.DataFrame|None=None, cfg:SteeringConfig=SteeringConfig(), key_added:str='cellsteer_steer') -> LatentResult:
+    "Contrastive steering of `cfg.source` toward `cfg.target` on `adata`'s layer-12 embeddings and feature means, evaluated out of fold with every control; writes `.uns[key_added]`."
+    labels, Z, F, W, cen, mu_all = steering_inputs(adata, W_dec)
+    rng = np.random.default_rng(cfg.seed)
     src = labels == cfg.source; Zs, Fs = Z[src], F[src]
     mu_s, mu_t = cen[cfg.source], cen[cfg.target]
     free = free_features(cfg.free, features, W.shape[0])
@@ -355,9 +362,8 @@ OPTIONS = {'penalty weighted by sqrt(G_jj)': {'penalty': 'weighted'}, 'only GO-a
 
 def steering_options(adata, W_dec, features:pd.DataFrame, cfg:SteeringConfig=SteeringConfig(), options:dict=OPTIONS) -> list:
     "One row per setting (the configured one first): lambda, moved features, largest |alpha - 1|, and the held-out shrink / closer / nearest-centroid numbers."
-    labels = adata.obs[CELL_TYPE_KEY].astype(str).to_numpy()
-    Z, F, W = (np.asarray(a, np.float64) for a in (adata.obsm[EMBED_KEY], adata.obsm[FBAR_KEY], W_dec))
-    cen, mu_all, src = group_centroids(Z, labels), Z.mean(0), labels == cfg.source
+    labels, Z, F, W, cen, mu_all = steering_inputs(adata, W_dec)
+    src = labels == cfg.source
     rows = []
     for name, change in {'configured': {}, **options}.items():
         c = SteeringConfig(**{**asdict(cfg), **change})

@@ -272,17 +272,16 @@ def steering_results(cfg:dict, adata, model, sae, features, coords, reducer, out
     steering = {**lat.steering, 'options': steering_options(adata, W, features, scfg)}
     src = (adata.obs[CELL_TYPE_KEY] == scfg.source).to_numpy()
     Z, Zs = adata.obsm[EMBED_KEY], adata.obsm[EMBED_KEY][src]
+    mu_t = group_centroids(Z, adata.obs[CELL_TYPE_KEY].astype(str))[scfg.target]
     if cfg['steer_sae_seed_stability']:
         other, _, _ = fit_sae(model, *model_inputs(adata, model), SAETrainConfig(seed=cfg['seed'] + 1), metadata=sae_metadata(checkpoint), progress=False)
         F_other = feature_stats(model, other, *model_inputs(adata, model))['cell_mean'][src]
-        mu_t = group_centroids(Z, adata.obs[CELL_TYPE_KEY].astype(str))[scfg.target]
         steering['seed_stability'] = seed_stability(Zs, adata.obsm[FBAR_KEY][src], F_other, W, other.W_dec.detach().numpy(), mu_t, scfg)
     atomic_write(out/'steering_alpha.csv', pd.DataFrame({'feature': np.arange(len(lat.alpha)), 'alpha': lat.alpha}).to_csv(index=False, float_format='%.9g', lineterminator='\n'))
     figures = {'steer_path': 'figures/steering_lasso_path.png', 'steer_controls': 'figures/steering_controls.png',
                'steer_scatter': 'figures/steering_distance_scatter.png', 'steer_umap': 'figures/steering_umap.png'}
     save_figure(plot_lasso_path(lat.fit.cv.path, lat.fit.cv), out/figures['steer_path'])
     save_figure(plot_controls(lat), out/figures['steer_controls'])
-    mu_t = group_centroids(Z, adata.obs[CELL_TYPE_KEY].astype(str))[scfg.target]
     save_figure(plot_distance_scatter(Zs, lat.fit.shift, mu_t, scfg.target, f'{scfg.source} cells, each steered by the α fitted without it'), out/figures['steer_scatter'])
     save_figure(plot_steering_umap(coords, adata.obs[CELL_TYPE_KEY], reducer.transform(Zs + lat.fit.shift), scfg.source, scfg.target,
                                    'layer-12 UMAP: unsteered cells, steered CD4 T overlaid'), out/figures['steer_umap'])
