@@ -21,7 +21,7 @@ from .go import load_godag, load_gene2go, propagate_assoc, go_enrichment, inform
 # %% ../nbs/05b_annotate.ipynb #e160deb7
 @dataclass
 class AnnotationConfig:
-    "The seed's feature-annotation rule (DESIGN.md §8)."
+    "The seed's feature-annotation rule: gene-set sizes from the participation ratio, expressed-gene background, FDR, top terms by IC."
     min_mean:float=0.01 # a gene is expressed if its mean log-normalised value exceeds this ...
     min_frac:float=0.005 # ... or it is non-zero in more than this share of cells
     min_size:int=10 # gene-set size = participation ratio clipped to [min_size, max_size]
@@ -32,11 +32,13 @@ class AnnotationConfig:
     n_terms:int=3 # terms in a unit's label
     curve_sizes:tuple=(10, 20, 50, 100) # fixed set sizes of the share-annotated curve
 
+# %% ../nbs/05b_annotate.ipynb #6f785d7d
 def expressed_genes(adata, min_mean:float=0.01, min_frac:float=0.005) -> np.ndarray:
     "Boolean mask over `adata.var`: mean (log-normalised) > `min_mean` or non-zero in > `min_frac` of cells."
     X = dense(adata.X)
     return (X.mean(0) > min_mean) | ((X != 0).mean(0) > min_frac)
 
+# %% ../nbs/05b_annotate.ipynb #1d3168ad
 def participation_ratio(F:np.ndarray) -> np.ndarray:
     "`(Σ F²)² / Σ F⁴` along the last axis: the effective number of genes a unit's mass is spread over (0 for all-zero rows)."
     F2 = np.asarray(F, np.float64) ** 2
@@ -69,12 +71,14 @@ class GOContext:
         "The enrichment background: expressed `genes` with at least one GO annotation."
         return [g for g, e in zip(genes, expressed) if e and self.assoc.get(g)]
 
+# %% ../nbs/05b_annotate.ipynb #1673bf9c
 def go_context(genes, cfg:AnnotationConfig=AnnotationConfig()) -> GOContext:
     "The bundled GO snapshot, set up for a gene panel (old symbols resolved through the alias map)."
     godag = load_godag()
     assoc = propagate_assoc(load_gene2go(symbols=list(genes)), godag, cfg.relationships)
     return GOContext(godag, assoc, information_content(godag, load_gene2go(), cfg.relationships))
 
+# %% ../nbs/05b_annotate.ipynb #31ca7cd3
 def annotate_units(gene_mean:np.ndarray, genes, expressed:np.ndarray, go:GOContext, cfg:AnnotationConfig=AnnotationConfig()) -> tuple:
     "(units DataFrame, top-terms DataFrame): gene set, enrichment, label and specificity of every unit (row of `gene_mean`)."
     sets, pr = unit_gene_sets(gene_mean, genes, expressed, cfg)
@@ -97,6 +101,7 @@ def neuron_stats(model, values, depth, layer:int, signed:bool=False) -> dict:
     return cached_arrays('neuron_stats', cache_key('neuron-stats', store.path.name, signed, deps=('features',)),
                          lambda: unit_gene_stats(store, (lambda x: x) if signed else torch.abs, desc='neuron stats'))
 
+# %% ../nbs/05b_annotate.ipynb #f12eb9fb
 def compare_units(features:pd.DataFrame, neurons:pd.DataFrame, neurons_matched:pd.DataFrame) -> dict:
     "Share of units annotated (SAE features with a non-empty gene set; neurons; neurons at matched size) and the specificity test."
     alive = features[features.set_size > 0]
@@ -110,6 +115,7 @@ def compare_units(features:pd.DataFrame, neurons:pd.DataFrame, neurons_matched:p
             'median_max_ic_features': float(a.median()) if len(a) else None, 'median_max_ic_neurons': float(b.median()) if len(b) else None,
             'specificity_mannwhitney_p': float(p)}
 
+# %% ../nbs/05b_annotate.ipynb #f7799574
 def compare_annotation(feature_weights:np.ndarray, neuron_weights:np.ndarray, genes, expressed:np.ndarray, go:GOContext,
                        cfg:AnnotationConfig=AnnotationConfig()) -> dict:
     "Annotate features and neurons from their `(units, genes)` weights, neurons again at the features' median set size, and compare."
@@ -141,6 +147,7 @@ def share_by_size(feature_weights:np.ndarray, neuron_weights:np.ndarray, genes, 
         rows.append({'size': size, 'features': f.annotated[f.set_size > 0].mean(), 'neurons': n.annotated.mean()})
     return pd.DataFrame(rows)
 
+# %% ../nbs/05b_annotate.ipynb #c9d66c6e
 def plot_share_by_size(curves:dict, title:str='Share of units with a significant GO term'):
     "One panel per rule: share annotated against gene-set size, SAE features vs neurons."
     import matplotlib.pyplot as plt
@@ -170,11 +177,13 @@ def annotate_sae(adata, model, sae, go:GOContext|None=None, cfg:AnnotationConfig
     return {**out, 'feature_stats': fstats,
             'n_expressed': int(expressed.sum()), 'n_population': len(go.population(genes, expressed))}
 
+# %% ../nbs/05b_annotate.ipynb #826c6d1d
 def feature_breadth(gene_active:np.ndarray) -> dict:
     "How widely features fire: median share of cells active at a feature's top gene (features that fire at all), share of features active in most cells at some gene."
     top = gene_active.max(1)
     return {'median_top_gene_active_share': float(np.median(top[top > 0])), 'frac_features_active_in_most_cells_at_a_gene': float((top > 0.5).mean())}
 
+# %% ../nbs/05b_annotate.ipynb #53af65ff
 def features_table(ann:dict, n_genes:int=10) -> pd.DataFrame:
     "One row per SAE feature: density (share of tokens active), mean fbar, and per rule its gene set (top `n_genes`) and top GO terms with IC and FDR."
     st, tok = ann['feature_stats'], ann['token']['features']
@@ -193,6 +202,7 @@ def t_cell_features(fbar:np.ndarray, labels, n:int=12, t_types=('CD4 T', 'CD8 T'
     d = (fbar[t].mean(0) - fbar[~t].mean(0)) / np.sqrt((fbar[t].var(0) + fbar[~t].var(0)) / 2 + 1e-12)
     return np.argsort(-d, kind='stable')[:n]
 
+# %% ../nbs/05b_annotate.ipynb #d3398a6a
 def plot_feature_genes(ann:dict, genes, features, n_top:int=4, title:str='T-cell features: top genes'):
     "Heatmap of mean activation per gene token (each row scaled to its maximum) for `features` × their top genes."
     import matplotlib.pyplot as plt, seaborn as sns
@@ -208,9 +218,10 @@ def plot_feature_genes(ann:dict, genes, features, n_top:int=4, title:str='T-cell
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05b_annotate.ipynb #fad17d11
+# %% ../nbs/05b_annotate.ipynb #760b9665
 def _term(x): return x if isinstance(x, str) else None
 
+# %% ../nbs/05b_annotate.ipynb #fad17d11
 @dataclass
 class AnnotationResult(StepResult):
     "The report's GO-annotation numbers (`summary`), with the feature table and the raw annotation for figures and `features.csv`."
@@ -221,6 +232,7 @@ class AnnotationResult(StepResult):
     seconds:float = field(default=float('nan'), metadata={'json': False})
     def to_json(self) -> dict: return dict(self.summary)
 
+# %% ../nbs/05b_annotate.ipynb #9c756756
 def annotation_step(adata, model, sae, cfg:AnnotationConfig=AnnotationConfig()) -> AnnotationResult:
     "SAE features against neurons under both gene-set rules on `adata`'s cells, and the features that separate T cells."
     import time

@@ -26,23 +26,31 @@ class LassoTerms:
         B = np.asarray(beta, dtype=np.float64)
         return self.const + np.einsum('...j,...j->...', B @ self.G + 2 * self.c, B)
 
+# %% ../nbs/07_contrastive.ipynb #cca6d68c
 def _f64(*arrays): return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
 
+# %% ../nbs/07_contrastive.ipynb #0a3ce7b7
 def lasso_terms(Z, FBAR, W_dec, mu) -> LassoTerms:
     "`LassoTerms` (float64) of source embeddings `Z` (n, d), feature means `FBAR` (n, p), decoder `W_dec` (p, d), target `mu` (d,)."
     Z, F, W, mu = _f64(Z, FBAR, W_dec, mu)
     D = Z - mu
     return LassoTerms(G=(W @ W.T) * (F.T @ F / len(Z)), c=(F * (D @ W.T)).mean(0), const=float((D * D).sum(1).mean()), n=len(Z))
 
+# %% ../nbs/07_contrastive.ipynb #af93407c
 def stacked_design(Z, FBAR, W_dec, mu) -> tuple:
     "(X, y), `(n d, p)` and `(n d,)`, with ||y - X beta||^2 = `lasso_terms(...).fit(beta)`: rows of X are (fbar_i * W_dec)' / sqrt(n)."
     Z, F, W, mu = _f64(Z, FBAR, W_dec, mu)
     n, (p, d) = len(Z), W.shape
     return (F[:, None, :] * W.T[None]).reshape(n * d, p) / np.sqrt(n), -(Z - mu).reshape(-1) / np.sqrt(n)
 
+# %% ../nbs/07_contrastive.ipynb #f3922fc2
+def _mask(free, p): return np.ones(p, bool) if free is None else np.asarray(free, dtype=bool)
+
+# %% ../nbs/07_contrastive.ipynb #7f68e137
+def _weights(weights, p): return np.ones(p) if weights is None else np.asarray(weights, dtype=np.float64)
+
 # %% ../nbs/07_contrastive.ipynb #12757f92
 PENALTIES = ('l1', 'weighted')
-DEAD_REL = 1e-14  # features with G_jj <= DEAD_REL * max G_jj (fbar == 0 on every cell) are held at beta = 0
 
 def penalty_weights(terms:LassoTerms, penalty:str='l1') -> np.ndarray:
     "Per-feature L1 weights: 'l1' -> 1 (the seed's), 'weighted' -> sqrt(G_jj) (column norms of the stacked design)."
@@ -50,21 +58,23 @@ def penalty_weights(terms:LassoTerms, penalty:str='l1') -> np.ndarray:
     if penalty == 'weighted': return np.sqrt(np.diag(terms.G))
     raise ValueError(f'unknown penalty {penalty!r}; allowed: {PENALTIES}')
 
+# %% ../nbs/07_contrastive.ipynb #5ad328e7
+DEAD_REL = 1e-14  # features with G_jj <= DEAD_REL * max G_jj (fbar == 0 on every cell) are held at beta = 0
+
 def working_set(terms:LassoTerms, free=None) -> np.ndarray:
     "Mask of the features the solver moves: `free` (default all) and not dead (G_jj > DEAD_REL * max G_jj)."
     dg = np.diag(terms.G)
     return (dg > DEAD_REL * dg.max()) & _mask(free, len(dg))
-
-def _mask(free, p): return np.ones(p, bool) if free is None else np.asarray(free, dtype=bool)
-def _weights(weights, p): return np.ones(p) if weights is None else np.asarray(weights, dtype=np.float64)
 
 # %% ../nbs/07_contrastive.ipynb #bc5f4ebf
 def primal(terms:LassoTerms, beta, lam:float, weights=None) -> float:
     "The penalised objective P(beta) = mean_i ||z_i(beta) - mu||^2 + lam * sum_j w_j |beta_j|."
     return float(terms.fit(beta) + lam * np.abs(beta) @ _weights(weights, len(terms.c)))
 
+# %% ../nbs/07_contrastive.ipynb #23f2dbd0
 def _feasible(beta, free, nonneg_alpha) -> bool: return not ((beta[~free] != 0).any() or (nonneg_alpha and (beta < -1).any()))
 
+# %% ../nbs/07_contrastive.ipynb #450f11b4
 def duality_gap(terms:LassoTerms, beta, lam:float, weights=None, free=None, nonneg_alpha:bool=False) -> float:
     "Relative duality gap (P(beta) - D(t r)) / P(beta) at the scaled-residual dual point (derivation above); inf if `beta` is infeasible."
     beta = np.asarray(beta, dtype=np.float64)
@@ -79,6 +89,7 @@ def duality_gap(terms:LassoTerms, beta, lam:float, weights=None, free=None, nonn
     t_quad = np.clip(1 - bg / (2 * f), 0, t_max) if f > 0 else 0.0
     return min(gap(min(1.0, t_max)), gap(t_quad)) / (f + pen)
 
+# %% ../nbs/07_contrastive.ipynb #c2232c4f
 def kkt_violation(terms:LassoTerms, beta, lam:float, weights=None, free=None, nonneg_alpha:bool=False) -> float:
     "Largest violation of the Lasso optimality conditions over free features, in units of g = 2(G beta + c); inf if infeasible."
     beta = np.asarray(beta, dtype=np.float64)
@@ -104,6 +115,7 @@ def _cd_sweeps(G, q, beta, thr, lo, idx, n_sweeps):
                 beta[j] = b
                 for k in range(p): q[k] += G[j, k] * (b - old)
 
+# %% ../nbs/07_contrastive.ipynb #5bdb8504
 def _anderson(xs, lo):
     "Anderson extrapolation of the iterates `xs` (K + 1 of them), projected onto beta >= lo; None if degenerate."
     X = np.array(xs); U = np.diff(X, axis=0); UU = U @ U.T
@@ -111,6 +123,7 @@ def _anderson(xs, lo):
     except np.linalg.LinAlgError: return None
     return np.maximum((z / z.sum()) @ X[1:], lo) if np.isfinite(z).all() and z.sum() != 0 else None
 
+# %% ../nbs/07_contrastive.ipynb #e988d067
 def solve_lasso(terms:LassoTerms, lam:float, weights=None, free=None, nonneg_alpha:bool=False, beta0=None,
                 tol:float=1e-9, max_sweeps:int=100_000, check_every:int=10, anderson:int=5):
     """Minimise `primal` over beta = alpha - 1, held at 0 outside `working_set(terms, free)` and >= -1 with `nonneg_alpha`.
@@ -140,16 +153,18 @@ def solve_lasso(terms:LassoTerms, lam:float, weights=None, free=None, nonneg_alp
                   'kkt': kkt_violation(terms, beta, lam, w, work, nonneg_alpha), 'n_free': len(idx)}
 
 # %% ../nbs/07_contrastive.ipynb #36909c73
-MOVED = 0.3  # the seed's rule: a feature is moved when |alpha - 1| = |beta| > 0.3
-
 def lambda_max(terms:LassoTerms, weights=None, free=None) -> float:
     "Smallest lam at which beta = 0 is optimal: max over free features of 2|c_j| / w_j (with or without alpha >= 0)."
     w, work = _weights(weights, len(terms.c)), working_set(terms, free)
     return float(np.max(2 * np.abs(terms.c[work]) / w[work], initial=0.0))
 
+# %% ../nbs/07_contrastive.ipynb #e08591b0
 def lambda_grid(lam_max:float, n_lams:int=40, eps:float=1e-3) -> np.ndarray:
     "`n_lams` log-spaced values from `lam_max` down to `eps * lam_max`."
     return np.geomspace(lam_max, eps * lam_max, n_lams)
+
+# %% ../nbs/07_contrastive.ipynb #15747db6
+MOVED = 0.3  # the seed's rule: a feature is moved when |alpha - 1| = |beta| > 0.3
 
 @dataclass
 class LassoPath:
@@ -194,11 +209,13 @@ def fold_ids(n:int, n_folds:int=5, seed:int=0) -> np.ndarray:
     folds = np.empty(n, int); folds[np.random.default_rng(seed).permutation(n)] = np.arange(n) % n_folds
     return folds
 
+# %% ../nbs/07_contrastive.ipynb #d89576a3
 def one_se(cv_mean, cv_se) -> tuple:
     "(index of the minimum, first index -- the largest lam of a decreasing grid -- with mean <= min + its SE)."
     i_min = int(np.argmin(cv_mean))
     return i_min, int(np.flatnonzero(cv_mean <= cv_mean[i_min] + cv_se[i_min])[0])
 
+# %% ../nbs/07_contrastive.ipynb #9a5e6451
 @dataclass
 class CVResult:
     "K-fold cross-validation of the lambda path over source cells."
@@ -222,6 +239,7 @@ class CVResult:
         "(n, p): for each source cell, the beta fitted without its fold (for out-of-fold scoring)."
         return self.fold_betas[self.folds]
 
+# %% ../nbs/07_contrastive.ipynb #e0a6185f
 def cv_lambda(Z, FBAR, W_dec, mu, n_folds:int=5, seed:int=0, penalty:str='l1', free=None, nonneg_alpha:bool=False,
               n_lams:int=40, eps:float=1e-3, tol:float=1e-9) -> CVResult:
     "Choose lam by K-fold CV over source cells (held-out mean squared distance to the fixed `mu`) and the one-SE rule."
@@ -238,6 +256,7 @@ def cv_lambda(Z, FBAR, W_dec, mu, n_folds:int=5, seed:int=0, penalty:str='l1', f
     if i_min == n_lams - 1: warnings.warn(f'CV error is lowest at the smallest lambda ({lams[-1]:.3g}): the grid floor sets lambda_1se; lower eps')
     return CVResult(lams, errors, mean, se, i_min, i_1se, folds, np.array([pk.betas[i_1se] for pk in paths]), lasso_path(full, lams, **kw), w)
 
+# %% ../nbs/07_contrastive.ipynb #55f19785
 def moved_jaccard(betas, thr:float=MOVED) -> float:
     "Mean pairwise Jaccard index of the moved sets {j: |beta_j| > thr} of the rows of `betas` (1 when both are empty)."
     sets = [set(np.flatnonzero(np.abs(b) > thr)) for b in np.asarray(betas)]

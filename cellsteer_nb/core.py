@@ -6,8 +6,8 @@
 __all__ = ['DEFAULT_LAYER', 'EMBED_KEY', 'EMBED_UNS', 'FBAR_KEY', 'FBAR_UNS', 'CELL_TYPE_KEY', 'DEPTH_KEY', 'SOURCE', 'TARGET',
            'ASSETS', 'DEFAULT_CHECKPOINT', 'TYPE_COLOURS', 'MANIFEST', 'type_colour', 'in_test', 'dense', 'batches',
            'split_cells', 'file_hash', 'code_version', 'cache_key', 'model_fingerprint', 'atomic_write', 'CacheWarning',
-           'cache_dir', 'seal_entry', 'entry_ok', 'cached_arrays', 'save_figure', 'round_sig', 'dumps_json', 'set_path',
-           'StepResult']
+           'cache_dir', 'seal_entry', 'entry_ok', 'cached_arrays', 'memoized', 'save_figure', 'round_sig', 'dumps_json',
+           'set_path', 'StepResult']
 
 # %% ../nbs/00_core.ipynb #f5c0a959
 import functools, hashlib, importlib, io, json, math, os, tempfile, warnings, zipfile
@@ -156,6 +156,16 @@ def cached_arrays(step:str, key:str, compute) -> dict:
     buf = io.BytesIO(); np.savez(buf, **out); atomic_write(folder/'arrays.npz', buf.getvalue())
     seal_entry(folder, key, ['arrays.npz'])
     return out
+
+# %% ../nbs/00_core.ipynb #f9892945
+_MEMO:dict = {}
+
+def memoized(key:str, compute, maxsize:int=8):
+    "The result of `compute()` for `key`, computed once per process (the `maxsize` most recent keys are kept)."
+    if key not in _MEMO:
+        while len(_MEMO) >= maxsize: _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = compute()
+    return _MEMO[key]
 
 # %% ../nbs/00_core.ipynb #a6436b7c
 def save_figure(fig, path, dpi:int=110) -> Path:

@@ -30,6 +30,10 @@ EVIDENCE_GROUPS = {
     'electronic': ('IEA',),
 }
 
+# %% ../nbs/05_go.ipynb #2eba9c15
+def _stamp(p: Path) -> tuple:
+    st = p.stat(); return (st.st_size, st.st_mtime_ns)
+
 # %% ../nbs/05_go.ipynb #8d7c9b0e
 @functools.lru_cache(maxsize=4)
 def _godag_cached(path: str, stamp: tuple, optional_attrs: tuple, load_obsolete: bool):
@@ -43,9 +47,6 @@ def _godag_cached(path: str, stamp: tuple, optional_attrs: tuple, load_obsolete:
                 return GODag(str(obo), **kw)
         return GODag(path, **kw)
 
-def _stamp(p: Path) -> tuple:
-    st = p.stat(); return (st.st_size, st.st_mtime_ns)
-
 def load_godag(obo=None, # an `.obo` or `.obo.gz` (e.g. a fresh go-basic.obo); default the bundled snapshot
                optional_attrs=('relationship',), # goatools optional attributes to parse
                load_obsolete:bool=False, # keep obsolete terms
@@ -55,12 +56,13 @@ def load_godag(obo=None, # an `.obo` or `.obo.gz` (e.g. a fresh go-basic.obo); d
     if not p.exists(): raise FileNotFoundError(f'{p} does not exist: pass the path of a go-basic.obo, or None for the bundled snapshot')
     return _godag_cached(str(p.resolve()), _stamp(p), tuple(sorted(optional_attrs or ())), load_obsolete)
 
-# %% ../nbs/05_go.ipynb #05802b19
-_NCBI_CATEGORY = {'Process': 'BP', 'Function': 'MF', 'Component': 'CC'}
-
+# %% ../nbs/05_go.ipynb #41f396e5
 @functools.lru_cache(maxsize=4)
 def _symbols_cached(path: str, stamp: tuple) -> pd.DataFrame:
     return pd.read_csv(path, sep='\t', dtype={'alias': str, 'symbol': str, 'entrez_id': int}, keep_default_na=False)
+
+# %% ../nbs/05_go.ipynb #05802b19
+_NCBI_CATEGORY = {'Process': 'BP', 'Function': 'MF', 'Component': 'CC'}
 
 @functools.lru_cache(maxsize=4)
 def _gene2go_cached(path: str, stamp: tuple, taxid: int) -> pd.DataFrame:
@@ -147,11 +149,12 @@ def load_gene2go(path=None, # bundled snapshot (None), a table like it, or an NC
     if by_namespace: return {ns: _sets(df[df.ontology == ns]) for ns in NAMESPACES}
     return _sets(df)
 
-# %% ../nbs/05_go.ipynb #0b5280db
+# %% ../nbs/05_go.ipynb #5580455f
 def _rels(relationships) -> set|None:
     "Relations as goatools wants them: a set (a tuple makes `TermCounts` fall back to is_a alone), None for is_a only."
     return set(relationships) if relationships else None
 
+# %% ../nbs/05_go.ipynb #0b5280db
 def information_content(godag, # from `load_godag` (with the `relationship` attribute when relations are used)
                         assoc:dict, # gene → direct GO ids of the FULL corpus, e.g. `load_gene2go()`; not modified
                         relationships=('part_of',), # relations counts propagate along, besides is_a
@@ -197,7 +200,7 @@ class Enrichment:
 
     def __repr__(self): return f'Enrichment({len(self.study_n)} sets × {len(self.terms)} terms, population {self.pop_n})'
 
-# %% ../nbs/05_go.ipynb #92aef532
+# %% ../nbs/05_go.ipynb #167a142f
 def _indicator(sets, index:dict, ncol:int):
     "CSR 0/1 matrix: one row per collection in `sets`, a 1 at `index[x]` for each of its items in `index` (repeats once)."
     import scipy.sparse as sp
@@ -209,6 +212,7 @@ def _indicator(sets, index:dict, ncol:int):
     indices = np.fromiter((j for c in cols for j in c), dtype=np.int64, count=indptr[-1])
     return sp.csr_array((np.ones(indptr[-1], np.int32), indices, indptr), shape=(len(cols), ncol))
 
+# %% ../nbs/05_go.ipynb #612bd341
 def _hypergeom_sf(k, M:int, n, N) -> np.ndarray:
     "P(X >= k), X ~ Hypergeom(M, n, N), evaluated once per distinct (k, n, N)."
     from scipy.stats import hypergeom
@@ -218,6 +222,7 @@ def _hypergeom_sf(k, M:int, n, N) -> np.ndarray:
     uk, un, uN = uniq // (M + 1) ** 2, uniq // (M + 1) % (M + 1), uniq % (M + 1)
     return np.minimum(hypergeom.sf(uk - 1, M, un, uN), 1.0)[inv.ravel()]
 
+# %% ../nbs/05_go.ipynb #92aef532
 def go_enrichment(study_sets, # sequence of F gene collections (symbols)
                   population, # background gene symbols (genes without annotation are dropped from it)
                   assoc_prop:dict, # from propagate_assoc
@@ -237,11 +242,12 @@ def go_enrichment(study_sets, # sequence of F gene collections (symbols)
     q = false_discovery_control(p, axis=1, method='bh') if p.size else p.copy()
     return Enrichment(terms, len(pop), pop_count, study_n, study_count, p, q)
 
-# %% ../nbs/05_go.ipynb #60d17010
+# %% ../nbs/05_go.ipynb #32782044
 def _ic_vector(enr:Enrichment, ic:dict) -> np.ndarray:
     "(T,) IC of `enr.terms`, NaN where `ic` has none."
     return np.array([ic.get(t, np.nan) for t in enr.terms], dtype=float)
 
+# %% ../nbs/05_go.ipynb #60d17010
 def max_ic(enr:Enrichment, ic:dict, alpha=0.05) -> np.ndarray:
     "(F,) highest IC among each feature's significant terms (q < alpha); NaN for features without one."
     icv = _ic_vector(enr, ic)

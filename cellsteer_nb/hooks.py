@@ -23,6 +23,7 @@ def _check_layer(model, layer):
     if not 0 <= layer < n: raise IndexError(f'layer {layer} does not exist: the model has encoder.layer[0..{n - 1}]')
     return model.encoder.layer[layer]
 
+# %% ../nbs/03_hooks.ipynb #686bf1fe
 @contextmanager
 def capture_layer(model:CellFoundation, layer:int=DEFAULT_LAYER):
     "Collect the residual stream after `encoder.layer[layer]` at gene tokens, one tensor per forward call."
@@ -31,6 +32,7 @@ def capture_layer(model:CellFoundation, layer:int=DEFAULT_LAYER):
     try: yield store
     finally: handle.remove()
 
+# %% ../nbs/03_hooks.ipynb #96097643
 @contextmanager
 def edit_layer(model:CellFoundation, fn, layer:int=DEFAULT_LAYER):
     "Replace the gene-token residual after `encoder.layer[layer]` by `fn(residual)` during forward passes."

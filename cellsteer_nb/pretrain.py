@@ -206,6 +206,7 @@ class ModelQuality(StepResult):
     heldout_mse:float; mean_baseline_mse:float; heldout_unmasked_mse:float
     extract_cells_per_s:float = field(default=float('nan'), metadata={'json': False})
 
+# %% ../nbs/02_pretrain.ipynb #bdeac4f1
 def model_step(model, adata, checkpoint=DEFAULT_CHECKPOINT, layer:int=DEFAULT_LAYER, seed:int=0, n_timing_cells:int=64) -> ModelQuality:
     "Held-out quality of `model` on `adata` (all cells it was pretrained from, aligned to its panel) under the checkpoint's recorded split."
     from cellsteer_nb.model import model_inputs, WEIGHTS_FILE
@@ -228,11 +229,13 @@ class ProbeResult(StepResult):
     layer12_cv_accuracy:float; layer12_cv_sd:float; raw_expression_cv_accuracy:float; raw_expression_cv_sd:float
     random_model_cv_accuracy:float; random_model_cv_sd:float; n_cells:int; n_source:int; n_target:int; n_folds:int
 
+# %% ../nbs/02_pretrain.ipynb #09cfdada
 def random_model(cfg:CellFoundationConfig, seed:int=0) -> CellFoundation:
     "The architecture untrained, initialised as pretraining started (the probe's floor)."
     torch.manual_seed(seed)
     return init_for_pretraining(CellFoundation(cfg)).eval()
 
+# %% ../nbs/02_pretrain.ipynb #ea47fa5a
 def probe_step(adata, model, layer:int=DEFAULT_LAYER, n_splits:int=5, n_repeats:int=10, C:float=1.0, seed:int=0) -> ProbeResult:
     "Probe accuracy on `adata`'s CD4 T / CD8 T cells: layer-`layer` embedding (`obsm['X_cellsteer_L12']`), raw expression, untrained model."
     from cellsteer_nb.model import model_inputs

@@ -57,6 +57,7 @@ def topk_relu(pre, k:int):
     vals, idx = pre.topk(k, dim=-1)
     return torch.zeros_like(pre).scatter(-1, idx, vals.relu())
 
+# %% ../nbs/04b_sae.ipynb #5a6ffdf4
 class TopKSAE(nn.Module):
     "TopK sparse autoencoder with unit-norm decoder rows."
     def __init__(self, cfg:SAEConfig, seed:int=0):
@@ -86,6 +87,7 @@ class TopKSAE(nn.Module):
         "Rescale decoder rows to unit norm (TopK selection depends on their scale)."
         self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
+# %% ../nbs/04b_sae.ipynb #2674e263
 def fvu(x, x_hat) -> float:
     "Fraction of variance unexplained: ||x - x_hat||² / ||x - mean(x)||²."
     return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
@@ -150,6 +152,7 @@ def save_sae(sae:TopKSAE, path) -> Path:
     atomic_write(path/SAE_CFG_FILENAME, json.dumps(sae.cfg.to_dict(), indent=2, sort_keys=True) + '\n')
     return path
 
+# %% ../nbs/04b_sae.ipynb #b511cf80
 def load_sae(path, expect:dict|None=None) -> TopKSAE:
     "Load an SAE folder; with `expect`, refuse it unless its metadata matches every given key."
     path = Path(path)
@@ -184,10 +187,12 @@ def sae_quality(sae:TopKSAE, store:ActivationStore, cells) -> dict:
     sst_within = sxx - (sx_gene.pow(2).sum() / n_cells).item()
     return {'fvu': sse / sst, 'fvu_within_gene': sse / sst_within, 'l0': l0 / n, 'dead_frac': 1 - fired.float().mean().item()}
 
+# %% ../nbs/04b_sae.ipynb #77fc573f
 def gene_mean_acts(store:ActivationStore, cells) -> torch.Tensor:
     "Mean layer residual per gene token over `cells`, `(n_genes, d)`."
     return torch.from_numpy(np.mean([store.cell_tokens(int(c)) for c in cells], axis=0))
 
+# %% ../nbs/04b_sae.ipynb #3a40d88c
 @torch.no_grad()
 def spliced_loss(model, sae:TopKSAE, values, depth, gene_means, mask_rate:float=0.3, seed:int=0, batch_size:int=16) -> dict:
     "Masked-value MSE clean, with layer `sae.cfg.hook_layer` replaced by the SAE reconstruction, and mean-ablated."
@@ -292,6 +297,7 @@ class SAEQuality(StepResult):
     loss_clean:float; loss_sae:float; loss_ablated:float; loss_recovered:float
     tokens_per_s:float = field(default=float('nan'), metadata={'json': False})
 
+# %% ../nbs/04b_sae.ipynb #ee9ba54a
 def sae_step(model, sae:TopKSAE, values, depth, seed:int=0, timing_steps:int=100) -> SAEQuality:
     "Held-out FVU, L0, dead share and spliced-in loss of `sae` on these cells (the `SAETrainConfig` split), and training tokens/s."
     store = activation_store_for(model, values, depth, sae.cfg.hook_layer)
