@@ -6,7 +6,7 @@
 __all__ = ['DE_KEY', 'STEERED_LAYER', 'DE_ALPHA', 'GAP_FLOOR', 'HEADLINE_MIN_CORR', 'EXPRESSION_DEPS', 'reference_de',
            'get_de_df', 'gap_table', 'direction_shares', 'topn_curve', 'first_above_half', 'bootstrap_shares',
            'readout_quality', 'headline_readout', 'ExpressionConfig', 'ExpressionResult', 'score_readout',
-           'expression_step', 'plot_topn_curves', 'plot_gap_scatter']
+           'expression_step', 'score_steered', 'plot_topn_curves', 'plot_gap_scatter']
 
 # %% ../nbs/08b_expression.ipynb #81b97b49
 from dataclasses import dataclass, field, asdict
@@ -177,6 +177,15 @@ def _expression(adata, model, sae, latent, de, cfg) -> ExpressionResult:
     expression = {'headline_readout': headline_readout(out), 'headline_rule': f'masked-context if its model-gap correlation ≥ {HEADLINE_MIN_CORR}, else unmasked',
                   'gap_floor': GAP_FLOOR, 'n_source_cells': len(src), 'n_target_cells': len(tgt), 'n_null_draws': len(null_betas), **out}
     return ExpressionResult(expression, tables, curves, steered, unsteered, tmean, de, src)
+
+# %% ../nbs/08b_expression.ipynb #f6a93bdd
+def score_steered(ex:ExpressionResult, kind:str, y_steer:np.ndarray, markers=('CD8A', 'CD8B'), n_boot:int=1000, seed:int=0) -> dict:
+    "Shares correct (with CIs), marker gap fractions and the top-N point of steered readouts `y_steer` of `ex`'s source cells, in `ex`'s order."
+    base = ex.unsteered[kind]
+    if y_steer.shape != base.shape: raise ValueError(f'y_steer has shape {y_steer.shape}; the source cells\' {kind} readout is {base.shape}')
+    t = gap_table(ex.de, base.mean(0), ex.target_mean[kind], y_steer.mean(0))
+    return {**direction_shares(t), **bootstrap_shares(y_steer - base, t, n_boot, seed), **_marker_fractions(t, markers),
+            'topn_first_above_half': first_above_half(topn_curve(t))}
 
 # %% ../nbs/08b_expression.ipynb #387592a0
 def plot_topn_curves(curves:dict, seed_n:int=100, title:str='Share of genes moved in the real CD8 − CD4 direction'):
