@@ -221,8 +221,12 @@ def _expression_caveats(e:dict) -> list:
         if ci and ci[0] <= 0.5 <= ci[1]: out.append(f"On the headline readout the share correct for genes {name} is not distinguishable from a coin flip (its CI contains 50%).")
         if null is not None and h[f'{side}_correct_share'] is not None and null >= h[f'{side}_correct_share']:
             out.append(f"Matched random features do as well for genes {name} ({_pct(null)} vs {_pct(h[f'{side}_correct_share'])}): this share is not specific to the chosen features.")
+        if ci and null is not None and ci[0] <= null < h[f'{side}_correct_share']:
+            out.append(f"For genes {name} the matched random features ({_pct(null)}) come within the CI of the solution's share: the margin over them is small.")
     for g in ('cd8a', 'cd8b'):
         if h.get(f'{g}_gap_fraction') is None: out.append(f"{g.upper()} has no gap fraction on the headline readout: the model's own CD8 − CD4 gap there is below the floor or of the wrong sign.")
+    over = [g.upper() for g in ('cd8a', 'cd8b') if (h.get(f'{g}_gap_fraction') or 0) > 1]
+    if over: out.append(f"{' and '.join(over)} move past the model's own CD8 T level (gap fraction above 1): on the headline readout steering overshoots the model's CD8 − CD4 gap there rather than closing it.")
     return out
 
 def _expression_lines(res:dict, figures:dict) -> list:
@@ -242,7 +246,7 @@ def _expression_lines(res:dict, figures:dict) -> list:
         row('readout MSE against the input', 'readout_mse_vs_input', lambda x: _f(x, 4)),
         row('… relative to predicting each gene\'s mean', 'readout_mse_relative', _pct),
         row("correlation of the model's CD8 − CD4 gap with the real effect (significant genes)", 'model_gap_corr'),
-        row('steering shift, mean |E_steer − E_cd4| / mean |model gap|', 'steering_shift_rel_gap', _pct),
+        row('steering shift, mean \\|E_steer − E_cd4\\| / mean \\|model gap\\|', 'steering_shift_rel_gap', _pct),
         f"| share correct, genes up in CD8 T [95% CI] | {_share_ci(u, 'up')} | {_share_ci(m, 'up')} | {_pct(SEED['expression.share_correct_up'])} |",
         f"| share correct, genes down in CD8 T [95% CI] | {_share_ci(u, 'down')} | {_share_ci(m, 'down')} | {_pct(SEED['expression.share_correct_down'])} |",
         row('… matched random features (median over draws), up', 'null_up_correct_share', _pct),
