@@ -35,6 +35,7 @@ def reference_de(adata, source:str=SOURCE, target:str=TARGET, key_added:str=DE_K
     adata.uns[key_added]['params'] = {'source': source, 'target': target, 'method': 'wilcoxon', 'effect': 'difference of means of adata.X', 'alpha': DE_ALPHA}
     return de
 
+# %% ../nbs/08b_expression.ipynb #2ec816c8
 def get_de_df(adata, which:str='reference', key:str=DE_KEY) -> pd.DataFrame:
     "A DE table written by this module, as a DataFrame indexed by gene."
     d = dict(adata.uns[key][which])
@@ -59,11 +60,13 @@ def direction_shares(t:pd.DataFrame) -> dict:
     share = lambda m: float(t.correct[m].mean()) if m.any() else None
     return {'up_correct_share': share(up), 'down_correct_share': share(down), 'n_up': int(up.sum()), 'n_down': int(down.sum())}
 
+# %% ../nbs/08b_expression.ipynb #2b114710
 def topn_curve(t:pd.DataFrame) -> np.ndarray:
     "Share correct among the top-N panel genes by |real effect|, for N = 1 … n_genes."
     correct = t.correct.to_numpy()[np.argsort(-t.effect.abs().to_numpy(), kind='stable')]
     return np.cumsum(correct) / np.arange(1, len(correct) + 1)
 
+# %% ../nbs/08b_expression.ipynb #acbbe792
 def first_above_half(curve:np.ndarray) -> int|None:
     "The smallest N from which the top-N share stays above 50% (None if it ends at or below 50%)."
     below = np.flatnonzero(curve <= 0.5)
@@ -94,6 +97,7 @@ def readout_quality(y:np.ndarray, X:np.ndarray, t:pd.DataFrame) -> dict:
             'steering_shift_mean_abs': float(t['shift'][sig].abs().mean()) if sig.any() else None,
             'steering_shift_rel_gap': float(t['shift'][sig].abs().mean() / t.model_gap[sig].abs().mean()) if sig.any() else None}
 
+# %% ../nbs/08b_expression.ipynb #639d8c31
 def headline_readout(quality:dict, min_corr:float=HEADLINE_MIN_CORR) -> str:
     "'masked' when its model gap correlates with the real gap at r ≥ `min_corr`, else 'unmasked'."
     r = quality['masked']['model_gap_corr']
@@ -111,6 +115,7 @@ class ExpressionConfig:
     markers:tuple = ('CD8A', 'CD8B')
     seed:int = 0
 
+# %% ../nbs/08b_expression.ipynb #48b91ac8
 @dataclass
 class ExpressionResult(StepResult):
     "The report's `expression` numbers; per-readout gene tables, top-N curves and steered readouts (not in the JSON)."
@@ -198,6 +203,7 @@ def plot_topn_curves(curves:dict, seed_n:int=100, title:str='Share of genes move
     ax.legend(frameon=False, fontsize=8); fig.tight_layout()
     return fig
 
+# %% ../nbs/08b_expression.ipynb #2330f9a1
 def plot_gap_scatter(tables:dict, title:str='Steering shift vs real CD8 − CD4 effect (significant genes)'):
     "Per readout: real effect (x) against the steering shift E_steer − E_cd4 (y) of the significant DE genes, labelled."
     import matplotlib.pyplot as plt

@@ -62,6 +62,7 @@ def objective_value(O, target, weights=None, form:str='mean') -> float:
     if form == 'cells': return float(((O - t) ** 2 @ w).mean())
     raise ValueError(f'form must be one of {FORMS}, got {form!r}')
 
+# %% ../nbs/08d_expression_objective.ipynb #2deea05c
 def cotangents(O, target, weights=None, form:str='mean') -> np.ndarray:
     "d objective_value / d O, `(cells, q)`: the cotangent whose VJP through the model is the objective's gradient in beta."
     O, t = np.asarray(O, np.float64), np.asarray(target, np.float64)
@@ -82,12 +83,14 @@ class Objective:
     def select(self, out:dict): return out[self.what] if self.columns is None else out[self.what][:, self.columns]
     def value(self, O) -> float: return objective_value(O, self.target, self.weights, self.form)
 
+# %% ../nbs/08d_expression_objective.ipynb #efd83a5b
 def expression_objective(y_source:np.ndarray, y_target:np.ndarray, genes) -> Objective:
     "Σ_g w_g (ŷ_g(α) − ȳ_target,g)² over `genes`, w_g = |ȳ_target,g − ȳ_source,g|, from the unsteered readouts of source and target cells."
     genes = np.asarray(genes)
     t, s = np.asarray(y_target, np.float64)[:, genes].mean(0), np.asarray(y_source, np.float64)[:, genes].mean(0)
     return Objective('readout', t, np.abs(t - s), 'mean', genes)
 
+# %% ../nbs/08d_expression_objective.ipynb #c752ba17
 def final_layer_objective(z_target:np.ndarray) -> Objective:
     "mean_i ||z_i^final(α) − μ_target^final||²: the seed's code's latent objective, read after the last block."
     return Objective('final', np.asarray(z_target, np.float64).mean(0), None, 'cells')
@@ -133,6 +136,7 @@ def estimate_value(obj:Objective, O_T0:np.ndarray, O_S0:np.ndarray, O_S:np.ndarr
     if obj.form == 'mean': return obj.value((O_T0.mean(0) + (O_S - O_S0).mean(0))[None])
     return obj.value(O_T0) + obj.value(O_S) - obj.value(O_S0)
 
+# %% ../nbs/08d_expression_objective.ipynb #658f5950
 def linear_model(obj:Objective, O_T0, O_S0, O_Sc, J, beta_c) -> tuple:
     """(terms, offset): the Gauss–Newton model of `estimate_value` around `beta_c` (sample outputs `O_Sc`, per-cell Jacobians `J`
     `(cells, q, K)`) is `terms.fit(beta) + offset`, `terms` a `LassoTerms` (a sum of squares, so `solve_lasso`'s duality gap applies)."""
@@ -146,6 +150,7 @@ def linear_model(obj:Objective, O_T0, O_S0, O_Sc, J, beta_c) -> tuple:
     return LassoTerms(G=np.einsum('iqk,iql->kl', A, A) / len(A), c=np.einsum('iqk,iq->k', A, E) / len(A),
                       const=float((E * E).sum() / len(A)), n=len(O_T0)), offset
 
+# %% ../nbs/08d_expression_objective.ipynb #2395c175
 def damped(terms:LassoTerms, mu:float, beta_c) -> LassoTerms:
     "`terms` plus the Levenberg–Marquardt trust-region term mu ||beta − beta_c||²."
     return LassoTerms(terms.G + mu * np.eye(len(terms.c)), terms.c - mu * beta_c, terms.const + mu * float(beta_c @ beta_c), terms.n)
@@ -160,6 +165,7 @@ def trust_step(terms:LassoTerms, lam:float, beta_c, radius:float, mu0:float=1e-4
         mu *= 4
     return new, mu
 
+# %% ../nbs/08d_expression_objective.ipynb #d2e8740b
 def gauss_newton(obj:Objective, lam:float, O_T0, O_S0, J, evaluate, max_iter:int=4, tol:float=1e-3, radius:float=1.0,
                  broyden:bool=True, relinearise=None) -> tuple:
     """Minimise `estimate_value` + lam ||beta||_1 over the K candidates by trust-region Gauss–Newton: each step the exact Lasso
@@ -219,6 +225,7 @@ class ExprObjConfig:
     @classmethod
     def reference(cls, **kw): return cls(**{**dict(n_candidates=64, n_jacobian_cells=None, n_grad_cells=None, max_iter=6, tol=1e-5, relinearise=True), **kw})
 
+# %% ../nbs/08d_expression_objective.ipynb #39bd521b
 def spread_sample(folds:np.ndarray, n:int|None, seed:int=0) -> np.ndarray:
     "Positions of `n` cells (all if None or >= len) dealt round-robin over the folds in a seeded random order, sorted."
     if n is None or n >= len(folds): return np.arange(len(folds))
@@ -228,6 +235,7 @@ def spread_sample(folds:np.ndarray, n:int|None, seed:int=0) -> np.ndarray:
         idx = order[folds[order] == k]; rank[idx] = np.arange(len(idx))
     return np.sort(np.lexsort((folds, rank))[:n])
 
+# %% ../nbs/08d_expression_objective.ipynb #7dcc8ca4
 def pick_candidates(grad:np.ndarray, latent_beta:np.ndarray, n:int, threshold:float=MOVED) -> np.ndarray:
     "`n` features: the latent solution's moved features (largest |alpha − 1| first, at most n // 2), then the largest |grad| ones; sorted."
     moved = np.flatnonzero(np.abs(latent_beta) > threshold)
@@ -285,6 +293,11 @@ def _fit_all(model, sae, res_s, res_t, genes, latent_beta, lambda_rel, folds, cf
             'heldout_readout': held_y, 'heldout_final': held_z,
             'seconds': np.array([t_unsteered - t0, t_grad - t_unsteered, t_jac - t_grad, t_fit - t_jac, t_end - t_fit, t_end - t0])}
 
+# %% ../nbs/08d_expression_objective.ipynb #f599c482
+def _cos(a, b) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float('nan')
+
 # %% ../nbs/08d_expression_objective.ipynb #a5c95d51
 @dataclass
 class ExprObjResult(StepResult):
@@ -298,10 +311,6 @@ class ExprObjResult(StepResult):
     readouts:dict = field(default=None, metadata={'json': False})  # 'source', 'target' (unsteered), 'steered_heldout': (cells, n) of cfg.kind
     arrays:dict = field(default=None, metadata={'json': False})    # everything `_fit_all` computed
     timings:dict = field(default=None, metadata={'json': False})   # seconds per phase of the (first, uncached) computation
-
-def _cos(a, b) -> float:
-    na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float('nan')
 
 def expression_objective_step(adata, model, sae, genes, latent_alpha, lambda_rel:float, cfg:ExprObjConfig=ExprObjConfig(),
                               source:str=SOURCE, target:str=TARGET) -> ExprObjResult:

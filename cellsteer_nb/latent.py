@@ -101,6 +101,7 @@ class SteeringConfig:
     n_boot:int = 2000
     wrong_targets:tuple = ('B', 'Monocyte', 'Dendritic')
 
+# %% ../nbs/07b_latent.ipynb #88052889
 def heldout_shifts(cv:CVResult, F:np.ndarray, W_dec) -> np.ndarray:
     "Each source cell's embedding shift under the beta fitted without its fold, `(cells, d)`."
     return embedding_shift(F, W_dec, 1 + cv.heldout_beta())
@@ -183,6 +184,7 @@ def moved_features_table(alpha:np.ndarray, fbar_mean:np.ndarray, features:pd.Dat
     tab.insert(1, 'alpha', alpha[moved]); tab.insert(2, 'fbar_source', fbar_mean[moved])
     return tab
 
+# %% ../nbs/07b_latent.ipynb #32e1ffa2
 def moved_union_terms(moved:pd.DataFrame, relevant:set, generic_ic:float=GENERIC_IC) -> list:
     "Union of the moved features' top-3 terms under both rules: `{id, name, ic, cd8_relevant, generic, rules}`, sorted by IC (highest first)."
     terms = {}
@@ -207,8 +209,10 @@ def moved_go_summary(moved:pd.DataFrame, godag=None) -> dict:
 # %% ../nbs/07b_latent.ipynb #820f621c
 def moved_set(beta:np.ndarray, threshold:float=MOVED) -> set: return set(np.flatnonzero(np.abs(beta) > threshold).tolist())
 
+# %% ../nbs/07b_latent.ipynb #da63a31e
 def jaccard(a:set, b:set) -> float: return len(a & b) / len(a | b) if a | b else 1.0
 
+# %% ../nbs/07b_latent.ipynb #4a79040a
 def matched_jaccard(beta:np.ndarray, W_dec:np.ndarray, beta_other:np.ndarray, W_other:np.ndarray, threshold:float=MOVED) -> float:
     "Jaccard of this SAE's moved set and the other SAE's moved features mapped to their nearest (cosine) decoder direction here."
     W, Wo = (np.asarray(w, np.float64) for w in (W_dec, W_other))
@@ -225,6 +229,7 @@ def free_features(free:str, features:pd.DataFrame|None, d_sae:int) -> np.ndarray
     mask = np.zeros(d_sae, bool); mask[features.feature[features.term1.notna()].to_numpy()] = True
     return mask
 
+# %% ../nbs/07b_latent.ipynb #3e9cdba0
 @dataclass
 class SteerFit:
     "One contrastive fit (source → target) and its out-of-fold shifts."
@@ -388,6 +393,7 @@ def steering_options(adata, W_dec, features:pd.DataFrame, cfg:SteeringConfig=Ste
                      'nearest_target_share_after': s['nearest_target_share_after'], 'moved_features': sorted(moved_set(fit.beta))})
     return rows
 
+# %% ../nbs/07b_latent.ipynb #46f7d670
 def seed_stability(Z_src, F_src, F_src_other, W_dec, W_other, mu, cfg:SteeringConfig=SteeringConfig()) -> dict:
     "The solution on this SAE against the one on an SAE trained with another seed: matched Jaccard of the moved sets, cosine of the mean shifts."
     fits = [steer_toward(Z_src, F, W, mu, cfg) for F, W in ((F_src, W_dec), (F_src_other, W_other))]

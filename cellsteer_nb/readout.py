@@ -31,6 +31,7 @@ def residual_at(model:CellFoundation, values:torch.Tensor, depth:torch.Tensor, l
     for block in model.encoder.layer[:layer + 1]: x = block(x)
     return x
 
+# %% ../nbs/08_readout.ipynb #7c8c1153
 def run_from(model:CellFoundation, x:torch.Tensor, layer:int=DEFAULT_LAYER, sae:TopKSAE|None=None, beta:torch.Tensor|None=None) -> torch.Tensor:
     "Expression readout `(cells, n)` from the residual `x` after `encoder.layer[layer]`; with `sae` and `beta = α − 1`, the gene tokens are steered first."
     n = x.shape[1] - 2
@@ -48,6 +49,7 @@ def masked_values(values:torch.Tensor, mask:np.ndarray, mask_value:float) -> tor
     out = values.clone(); out[:, torch.as_tensor(mask)] = mask_value
     return out
 
+# %% ../nbs/08_readout.ipynb #add8ac2d
 @torch.inference_mode()
 def _residuals(model, values, depth, layer, masks, batch_size) -> dict:
     inputs = [values] + [masked_values(values, m, model.config.mask_token_id) for m in masks]

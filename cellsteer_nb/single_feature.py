@@ -85,6 +85,7 @@ def top_cells(fbar:np.ndarray, # `(cells, d_sae)` mean activation per cell over 
     if len(order) < 2: raise ValueError(f'feature {feature} is active in {len(order)} cell(s): a paired test needs at least 2')
     return np.sort(order)
 
+# %% ../nbs/08c_single_feature.ipynb #290e2bdc
 def single_alpha(d_sae:int, feature:int, a:float) -> np.ndarray:
     "`(d_sae,)` float32 ones, with `a` at `feature`."
     alpha = np.ones(d_sae, np.float32); alpha[feature] = a
@@ -107,6 +108,7 @@ def paired_de(steered:np.ndarray, base:np.ndarray, genes) -> pd.DataFrame:
     p = np.where(np.isnan(p), 1.0, p)
     return pd.DataFrame({'gene': list(genes), 'mean_change': (s - b).mean(0), 't': t, 'p': p, 'p_bonferroni': np.minimum(p * s.shape[1], 1.0)})
 
+# %% ../nbs/08c_single_feature.ipynb #75b19d76
 def top_de_genes(de:pd.DataFrame, n:int=100, alpha:float=0.05, candidates=None) -> tuple:
     "(up genes, down genes): up to `n` each among genes with Bonferroni p < `alpha` (and `candidates`, a bool mask), by mean change."
     ok = (de.p_bonferroni < alpha).to_numpy() & (np.ones(len(de), bool) if candidates is None else np.asarray(candidates, bool))
@@ -124,6 +126,7 @@ def significant_terms(study_sets:dict, # name -> gene collection
     sig = enr.significant(alpha)
     return {k: set(enr.terms[sig[i]].tolist()) for i, k in enumerate(names)}
 
+# %% ../nbs/08c_single_feature.ipynb #6a8dcceb
 def term_overlap(a:set, b:set) -> dict:
     "Sizes of `a` and `b`, shared count, Jaccard |a ∩ b| / |a ∪ b| (NaN when both are empty), and the shared ids (sorted)."
     a, b = set(a), set(b)
@@ -131,6 +134,7 @@ def term_overlap(a:set, b:set) -> dict:
     return {'n_a': len(a), 'n_b': len(b), 'n_shared': len(shared), 'jaccard': len(shared) / len(union) if union else float('nan'),
             'shared': sorted(shared)}
 
+# %% ../nbs/08c_single_feature.ipynb #00bb19e0
 def term_names(ids, go:GOContext, n:int|None=None) -> list:
     "Names of GO `ids`, highest IC first (ties by id), at most `n`."
     ids = sorted(ids, key=lambda t: (-go.ic.get(t, 0.0), t))[:n]
@@ -187,6 +191,7 @@ class SingleFeatureConfig:
     n_masks:int = 4
     seed:int = 0                              # mask partition of the masked-context readout
 
+# %% ../nbs/08c_single_feature.ipynb #e1dc10f5
 @dataclass
 class SingleFeatureResult(StepResult):
     "The report's single-feature numbers; per-feature tables and arrays for the figures are not in the JSON."
