@@ -9,8 +9,8 @@ __all__ = ['DE_KEY', 'STEERED_LAYER', 'DE_ALPHA', 'GAP_FLOOR', 'HEADLINE_MIN_COR
            'expression_step', 'score_steered', 'plot_topn_curves', 'plot_gap_scatter']
 
 # %% ../nbs/08b_expression.ipynb #81b97b49
-from dataclasses import dataclass, field, asdict
-import numpy as np, pandas as pd, torch
+from dataclasses import dataclass, field
+import numpy as np, pandas as pd
 from .core import CELL_TYPE_KEY, SOURCE, TARGET, StepResult, cache_key, dense, memoized, model_fingerprint
 from .model import model_inputs
 from .readout import READOUTS, layer_residuals, readout

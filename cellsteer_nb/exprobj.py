@@ -12,7 +12,7 @@ __all__ = ['OUTPUTS', 'FORMS', 'EXPROBJ_DEPS', 'cell_outputs', 'objective_value'
 import time
 from dataclasses import dataclass, field
 import numpy as np, torch
-from .core import CELL_TYPE_KEY, DEFAULT_LAYER, SOURCE, TARGET, StepResult, batches, cache_key, cached_arrays, model_fingerprint
+from .core import DEFAULT_LAYER, SOURCE, TARGET, StepResult, batches, cache_key, cached_arrays, model_fingerprint
 from .contrastive import LassoTerms, fold_ids, solve_lasso, MOVED
 from .latent import moved_set, jaccard, steering_inputs
 from .readout import READOUTS, run_from, layer_residuals

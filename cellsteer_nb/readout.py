@@ -70,10 +70,7 @@ def readout(model:CellFoundation, res:dict, kind:str='unmasked', sae:TopKSAE|Non
     "Readout `(cells, n)` float32 from cached residuals (`layer_residuals`): `kind` 'unmasked' or 'masked' (each gene from the pass that masks it)."
     if kind not in READOUTS: raise ValueError(f"kind must be one of {READOUTS}, got {kind!r}")
     model.eval()
-    beta = None if alpha is None else torch.as_tensor(np.asarray(alpha, np.float32)) - 1
-    if beta is not None:
-        if beta.shape[-1] != sae.cfg.d_sae or beta.ndim > 2: raise ValueError(f'alpha has shape {tuple(beta.shape)}: give (d_sae,) or (cells, d_sae) with d_sae = {sae.cfg.d_sae}')
-        if not torch.isfinite(beta).all(): raise ValueError('alpha has NaN or infinite entries')
+    beta = None if alpha is None else as_alpha(alpha, sae.cfg.d_sae, per_cell=True) - 1
     def one(x):
         out = []
         for s in batches(len(x), batch_size, desc):

@@ -9,15 +9,14 @@ __all__ = ['OTHER_SEED_SAE', 'report_config', 'foundation_results', 'steering_ba
 # %% ../nbs/09_report.ipynb #596ef3e3
 import json, time
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd
 from .core import (atomic_write, dumps_json, save_figure, set_path, in_test, DEFAULT_CHECKPOINT, DEFAULT_LAYER, EMBED_KEY,
                                FBAR_KEY, CELL_TYPE_KEY, SOURCE, TARGET)
 from .data import load_pbmc68k, subsample_types, align_to_panel, check_groups
-from .model import CellFoundation, load_checkpoint, model_inputs, WEIGHTS_FILE
+from .model import load_checkpoint, model_inputs
 from .pretrain import model_step, probe_step
-from .hooks import EMBED_DEPS, embed_cells, layer_embeddings, probe_cv, probe_labels, umap_coords, plot_embedding
-from .store import activation_store_for
-from .sae import DEFAULT_SAE, SAETrainConfig, fit_sae, load_sae, sae_metadata, sae_step, plot_sae_history
+from .hooks import embed_cells, umap_coords, plot_embedding
+from .sae import DEFAULT_SAE, load_sae, sae_metadata, sae_step, plot_sae_history
 from .annotate import RULES, annotation_step, plot_feature_genes, plot_share_by_size
 from .reference import SEED, SEED_MODEL, BARS
 from .features import feature_means, feature_stats
@@ -26,7 +25,7 @@ from .latent import (SteeringConfig, latent_step, steering_options, seed_stabili
                                  plot_distance_scatter, plot_steering_umap)
 from .expression import ExpressionConfig, expression_step, score_steered, plot_topn_curves, plot_gap_scatter
 from .exprobj import ExprObjConfig, expression_objective_step
-from .single_feature import SingleFeatureConfig, single_feature_step, plot_dose_response, plot_volcano
+from .single_feature import single_feature_step, plot_dose_response, plot_volcano
 
 # %% ../nbs/09_report.ipynb #67986a15
 def report_config(small:bool=False) -> dict:

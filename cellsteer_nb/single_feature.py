@@ -17,7 +17,7 @@ from .go import go_enrichment
 from .annotate import RULES, GOContext, go_context, expressed_genes
 from .features import feature_stats
 from .model import model_inputs
-from .readout import READOUTS, layer_residuals, readout
+from .readout import layer_residuals, readout
 
 # %% ../nbs/08c_single_feature.ipynb #710da9ce
 PROGRAMS = {

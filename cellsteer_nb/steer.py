@@ -13,10 +13,12 @@ from .hooks import edit_layer, _check_layer
 from .sae import TopKSAE
 
 # %% ../nbs/06_steer.ipynb #417f1bbd
-def as_alpha(alpha, d_sae:int) -> torch.Tensor:
-    "`alpha` as a float32 tensor of shape `(d_sae,)`, with a clear error for any other shape or a non-finite value."
+def as_alpha(alpha, d_sae:int, per_cell:bool=False) -> torch.Tensor:
+    "`alpha` as a float32 tensor of shape `(d_sae,)` (or also `(cells, d_sae)` with `per_cell`), with a clear error for any other shape or a non-finite value."
     a = torch.as_tensor(np.asarray(alpha, dtype=np.float32))
-    if a.shape != (d_sae,): raise ValueError(f'alpha has shape {tuple(a.shape)}; the SAE has {d_sae} features: pass one factor per feature (1 = unchanged)')
+    if a.shape[-1:] != (d_sae,) or a.ndim > (2 if per_cell else 1):
+        raise ValueError(f'alpha has shape {tuple(a.shape)}; the SAE has d_sae = {d_sae} features: pass one factor per feature (1 = unchanged)'
+                         + (', or one row of them per cell' if per_cell else ''))
     if not torch.isfinite(a).all(): raise ValueError('alpha has NaN or infinite entries')
     return a
 
