@@ -233,14 +233,14 @@ class AnnotationResult(StepResult):
     def to_json(self) -> dict: return dict(self.summary)
 
 # %% ../nbs/05b_annotate.ipynb #9c756756
-def annotation_step(adata, model, sae, cfg:AnnotationConfig=AnnotationConfig()) -> AnnotationResult:
-    "SAE features against neurons under both gene-set rules on `adata`'s cells, and the features that separate T cells."
+def annotation_step(adata, model, sae, cfg:AnnotationConfig=AnnotationConfig(), groups=('CD4 T', 'CD8 T')) -> AnnotationResult:
+    "SAE features against neurons under both gene-set rules on `adata`'s cells, and the features that separate the cells of `groups` from the rest."
     import time
     t0 = time.perf_counter()
     ann = annotate_sae(adata, model, sae, go_context(list(adata.var_names), cfg), cfg)
     seconds = time.perf_counter() - t0
     tab = features_table(ann)
-    t_feats = t_cell_features(ann['feature_stats']['cell_mean'], adata.obs[CELL_TYPE_KEY])
+    t_feats = t_cell_features(ann['feature_stats']['cell_mean'], adata.obs[CELL_TYPE_KEY], t_types=groups)
     t_rows = tab.set_index('feature').loc[t_feats]
     summary = {**ann['token']['comparison'], **feature_breadth(ann['feature_stats']['gene_active']), 'coexpression': ann['coexpression']['comparison'],
                'share_by_size': {r: ann[r]['by_size'].to_dict(orient='list') for r in RULES}, 'n_expressed_genes': ann['n_expressed'],

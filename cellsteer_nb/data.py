@@ -91,7 +91,8 @@ def check_groups(adata, groups, min_cells:int=MIN_GROUP_CELLS):
     "Raise if a label in `groups` is absent from `obs['cell_type']` or has fewer than `min_cells` cells."
     counts = adata.obs[CELL_TYPE_KEY].value_counts()
     for g in groups:
-        if g not in counts.index: raise ValueError(f"label '{g}' not found; available labels: {sorted(map(str, counts.index))}")
+        if g not in counts.index:
+            raise ValueError(f"label '{g}' not found; available labels (cells): " + ', '.join(f'{l} ({n})' for l, n in counts.items() if n) + ': pass one of them')
         if counts[g] < min_cells: raise ValueError(f"label '{g}' has {counts[g]} cells, fewer than the minimum {min_cells}: merge labels or add cells")
 
 # %% ../nbs/00_data.ipynb #35fbf900

@@ -13,7 +13,7 @@ from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from tqdm.auto import tqdm
-from .core import atomic_write, dumps_json, save_figure, batches, split_cells, cache_key, cached_arrays, model_fingerprint, StepResult, DEFAULT_CHECKPOINT, DEFAULT_LAYER, EMBED_KEY
+from .core import atomic_write, dumps_json, save_figure, batches, split_cells, cache_key, cached_arrays, model_fingerprint, StepResult, DEFAULT_CHECKPOINT, DEFAULT_LAYER, EMBED_KEY, SOURCE, TARGET
 from .model import CellFoundation, CellFoundationConfig, cell_inputs, save_checkpoint
 from .hooks import EMBED_DEPS, layer_embeddings, probe_cv, probe_labels
 
@@ -236,10 +236,11 @@ def random_model(cfg:CellFoundationConfig, seed:int=0) -> CellFoundation:
     return init_for_pretraining(CellFoundation(cfg)).eval()
 
 # %% ../nbs/02_pretrain.ipynb #ea47fa5a
-def probe_step(adata, model, layer:int=DEFAULT_LAYER, n_splits:int=5, n_repeats:int=10, C:float=1.0, seed:int=0) -> ProbeResult:
-    "Probe accuracy on `adata`'s CD4 T / CD8 T cells: layer-`layer` embedding (`obsm['X_cellsteer_L12']`), raw expression, untrained model."
+def probe_step(adata, model, layer:int=DEFAULT_LAYER, n_splits:int=5, n_repeats:int=10, C:float=1.0, seed:int=0,
+               source:str=SOURCE, target:str=TARGET) -> ProbeResult:
+    "Probe accuracy separating `adata`'s `source` from `target` cells: layer-`layer` embedding (`obsm['X_cellsteer_L12']`), raw expression, untrained model."
     from cellsteer_nb.model import model_inputs
-    sel, y = probe_labels(adata)
+    sel, y = probe_labels(adata, source, target)
     rand = random_model(model.config, seed)
     vs, ds = model_inputs(adata[sel], model)
     key = cache_key('random-l12', vs.numpy(), ds.numpy(), model_fingerprint(rand), layer, deps=EMBED_DEPS)
