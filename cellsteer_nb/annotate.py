@@ -149,13 +149,17 @@ def share_by_size(feature_weights:np.ndarray, neuron_weights:np.ndarray, genes, 
 
 # %% ../nbs/05b_annotate.ipynb #c9d66c6e
 def plot_share_by_size(curves:dict, title:str='Share of units with a significant GO term'):
-    "One panel per rule: share annotated against gene-set size, SAE features vs neurons."
+    "One panel per rule: share annotated against gene-set size, SAE features vs neurons; one legend for the figure, beside the panels."
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3), sharey=True, squeeze=False)
+    rule_name = {'token': 'token', 'coexpression': 'co-expression'}
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves) + 1.8, 3.4), sharey=True, squeeze=False, layout='constrained')
     for ax, (rule, df) in zip(axes[0], curves.items()):
         ax.plot(df['size'], df.features, 'o-', label='SAE features'); ax.plot(df['size'], df.neurons, 's--', label='neurons')
-        ax.set(title=f'{rule} rule', xlabel='gene-set size', xscale='log', ylim=(0, 1.02)); ax.set_xticks(df['size'], [str(s) for s in df['size']])
-    axes[0, 0].set_ylabel('share annotated'); axes[0, 0].legend(); fig.suptitle(title); fig.tight_layout()
+        ax.set(title=f'{rule_name.get(rule, rule)} rule', xlabel='gene-set size (genes, log scale)', xscale='log', ylim=(0, 1.02))
+        ax.set_xticks(df['size'], [str(s) for s in df['size']]); ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f'{v:.0%}'))
+    axes[0, 0].set_ylabel('share annotated')
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc='outside right upper', frameon=False); fig.suptitle(title)
     return fig
 
 # %% ../nbs/05b_annotate.ipynb #efb90dff
@@ -203,19 +207,23 @@ def t_cell_features(fbar:np.ndarray, labels, n:int=12, t_types=('CD4 T', 'CD8 T'
     return np.argsort(-d, kind='stable')[:n]
 
 # %% ../nbs/05b_annotate.ipynb #d3398a6a
-def plot_feature_genes(ann:dict, genes, features, n_top:int=4, title:str='T-cell features: top genes'):
-    "Heatmap of mean activation per gene token (each row scaled to its maximum) for `features` × their top genes."
-    import matplotlib.pyplot as plt, seaborn as sns
+def plot_feature_genes(ann:dict, genes, features, n_top:int=4, title:str='T-cell features: top genes', width:int=38):
+    """Heatmap of mean activation per gene token (each row scaled to its maximum) for `features` × their top genes. Each row
+    is named by its feature and its top GO term by IC under the token rule and the co-expression rule, a term longer than
+    `width` characters shortened at a word boundary with '…'."""
+    import matplotlib.pyplot as plt, seaborn as sns, textwrap
     F = ann['feature_stats']['gene_mean'][features]
     cols = list(dict.fromkeys(int(g) for row in F for g in np.argsort(-row, kind='stable')[:n_top]))
     M = F[:, cols] / np.maximum(F.max(1, keepdims=True), 1e-12)
-    name = lambda t: t[:38] if isinstance(t, str) else '—'
+    name = lambda t: textwrap.shorten(t, width, placeholder='…') if isinstance(t, str) else '—'
     tok, cells = (ann[r]['features'].set_index('unit').term1 for r in ('token', 'coexpression'))
-    rows = [f'f{u}: {name(tok[u])} | cells: {name(cells[u])}' for u in features]
-    fig, ax = plt.subplots(figsize=(0.32 * len(cols) + 4, 0.3 * len(rows) + 1.5))
-    sns.heatmap(pd.DataFrame(M, index=rows, columns=np.asarray(genes)[cols]), cmap='viridis', ax=ax, cbar_kws={'label': 'mean activation / row max'})
-    ax.set(title=title, xlabel='gene token', ylabel='')
-    fig.tight_layout()
+    rows = [f'f{u} · token: {name(tok[u])}\nco-expression: {name(cells[u])}' for u in features]
+    cw = min(0.26, 6.2 / max(len(cols), 1))  # column width (in): the heatmap stays within ~6.2 in
+    fig, ax = plt.subplots(figsize=(cw * len(cols) + 0.066 * (width + 15) + 1.2, 0.4 * len(rows) + 1.8), layout='constrained')
+    sns.heatmap(pd.DataFrame(M, index=rows, columns=np.asarray(genes)[cols]), cmap='viridis', ax=ax, xticklabels=True, yticklabels=True,
+                cbar_kws={'label': 'mean activation / row maximum', 'shrink': 0.8, 'aspect': 30})
+    ax.tick_params(axis='x', labelsize=8 if cw < 0.2 else 9, labelrotation=90, length=2); ax.tick_params(axis='y', labelsize=8.5, length=2)
+    ax.set_xlabel(f'gene token (the top {n_top} of each feature)'); ax.set_ylabel(''); ax.set_title(title, fontsize=12)
     return fig
 
 # %% ../nbs/05b_annotate.ipynb #760b9665

@@ -285,24 +285,27 @@ def adam_baseline(terms:LassoTerms, lam:float, weights=None, free=None, nonneg_a
     return beta, primal(terms, beta, lam, w.numpy()), time.perf_counter() - t0
 
 # %% ../nbs/07_contrastive.ipynb #79016b17
-def plot_lasso_path(path:LassoPath, cv:CVResult|None=None, max_lines:int=60):
-    """beta against log10 lambda for the first `max_lines` features to enter (symlog axis: the early small moves and the
-    late large ones both show) and, with `cv`, the CV curve +- SE; lambda_min / lambda_1se marked. Returns the Figure."""
+def plot_lasso_path(path:LassoPath, cv:CVResult|None=None, max_lines:int=60, target:str|None=None):
+    """β = α − 1 against λ (log axis) for the first `max_lines` features to enter (symmetric log y: the early small moves and
+    the late large ones both show) and, with `cv`, the held-out CV error ± SE (distance to the `target` centroid); the CV
+    minimum and the one-SE choice marked. Returns the Figure."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2 if cv else 1, figsize=(11 if cv else 6, 4), squeeze=False)
-    ax, x, nz = axes[0, 0], np.log10(path.lams), path.betas != 0
+    fig, axes = plt.subplots(1, 2 if cv else 1, figsize=(11 if cv else 6, 4.2), squeeze=False, layout='constrained')
+    ax, nz = axes[0, 0], path.betas != 0
     entered = np.flatnonzero(nz.any(0))
     top = entered[np.argsort(nz[:, entered].argmax(0), kind='stable')][:max_lines]
-    ax.plot(x, path.betas[:, top], lw=0.8); ax.axhline(0, c='k', lw=0.5)
-    ax.set_yscale('symlog', linthresh=1)
-    ax.set(xlabel='log10 lambda', ylabel='beta = alpha - 1 (symlog)', title=f'Lasso path (first {len(top)} features to enter)')
+    ax.plot(path.lams, path.betas[:, top], lw=0.8); ax.axhline(0, c='k', lw=0.5)
+    ax.set_xscale('log'); ax.set_yscale('symlog', linthresh=1, linscale=2)
+    ax.yaxis.set_major_locator(plt.FixedLocator([-100, -10, -3, -1, -0.5, 0, 0.5, 1, 3, 10, 100]))
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f'{v:g}'.replace('-', '−')))
+    ax.set(xlabel='λ (L1 penalty, log scale)', ylabel='β = α − 1 (symmetric log scale)', title=f'Lasso path: the first {len(top)} features to enter')
     if cv:
         ax2 = axes[0, 1]
-        ax2.errorbar(np.log10(cv.lams), cv.cv_mean, yerr=cv.cv_se, fmt='o-', ms=3, lw=1, capsize=2)
-        ax2.set(xlabel='log10 lambda', ylabel='held-out mean squared distance', title=f'{len(cv.fold_errors)}-fold CV')
+        ax2.errorbar(cv.lams, cv.cv_mean, yerr=cv.cv_se, fmt='o-', ms=3, lw=1, capsize=2, color='#444444')
+        ax2.set(xscale='log', xlabel='λ (L1 penalty, log scale)', ylabel=f'held-out mean squared distance\nto the {target or "target"} centroid',
+                title=f'{len(cv.fold_errors)}-fold cross-validation (± SE)')
         for a in axes[0]:
-            a.axvline(np.log10(cv.lambda_min), c='tab:red', ls='--', lw=1, label='lambda_min')
-            a.axvline(np.log10(cv.lambda_1se), c='tab:green', ls='--', lw=1, label='lambda_1se')
-        ax2.legend(frameon=False)
-    fig.tight_layout()
+            a.axvline(cv.lambda_min, c='k', ls=':', lw=1.2, label='CV minimum')
+            a.axvline(cv.lambda_1se, c='k', ls='--', lw=1.2, label='one-SE choice (used)')
+        ax2.legend(frameon=False, fontsize=9, loc='upper left')
     return fig

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['DEFAULT_LAYER', 'EMBED_KEY', 'EMBED_UNS', 'FBAR_KEY', 'FBAR_UNS', 'CELL_TYPE_KEY', 'DEPTH_KEY', 'SOURCE', 'TARGET',
-           'ASSETS', 'DEFAULT_CHECKPOINT', 'TYPE_COLOURS', 'MANIFEST', 'type_colour', 'in_test', 'dense', 'batches',
-           'split_cells', 'file_hash', 'code_version', 'cache_key', 'model_fingerprint', 'atomic_write', 'CacheWarning',
-           'cache_dir', 'seal_entry', 'entry_ok', 'cached_arrays', 'memoized', 'save_figure', 'round_sig', 'dumps_json',
-           'set_path', 'StepResult']
+           'ASSETS', 'DEFAULT_CHECKPOINT', 'TYPE_COLOURS', 'EXTRA_COLOURS', 'MANIFEST', 'type_colour', 'type_palette',
+           'label_points', 'in_test', 'dense', 'batches', 'split_cells', 'file_hash', 'code_version', 'cache_key',
+           'model_fingerprint', 'atomic_write', 'CacheWarning', 'cache_dir', 'seal_entry', 'entry_ok', 'cached_arrays',
+           'memoized', 'save_figure', 'round_sig', 'dumps_json', 'set_path', 'StepResult']
 
 # %% ../nbs/00_core.ipynb #f5c0a959
 import functools, hashlib, importlib, io, json, math, os, tempfile, warnings, zipfile
@@ -32,10 +32,68 @@ DEFAULT_CHECKPOINT = ASSETS/'aido_cell_small'
 # %% ../nbs/00_core.ipynb #a837e6e9
 TYPE_COLOURS = {'CD4 T': '#1f77b4', 'CD8 T': '#d62728', 'B': '#2ca02c', 'Monocyte': '#9467bd', 'Dendritic': '#8c564b',
                 'NK': '#ff7f0e', 'CD34+': '#7f7f7f'}
+# for labels not in `TYPE_COLOURS` (a user's own annotation): distinct from each other, from the listed colours and from
+# the source (blue) and target (red) colours
+EXTRA_COLOURS = ('#17becf', '#bcbd22', '#e377c2', '#8c6d31', '#393b79', '#98df8a', '#c5b0d5', '#ffbb78', '#637939',
+                 '#7b4173', '#c49c94', '#9edae5', '#dbdb8d', '#f7b6d2', '#c7c7c7', '#5254a3', '#b5cf6b', '#e7969c')
 
 def type_colour(label:str) -> str:
-    "A fixed colour per cell type (CD4 T blue, CD8 T red); grey for types not listed."
-    return TYPE_COLOURS.get(label, '#bcbd22')
+    "A fixed colour per cell type (CD4 T blue, CD8 T red); for other labels a colour of `EXTRA_COLOURS` fixed by the label's name (`type_palette` keeps a figure's colours distinct)."
+    import zlib
+    return TYPE_COLOURS.get(label) or EXTRA_COLOURS[zlib.crc32(str(label).encode()) % len(EXTRA_COLOURS)]
+
+# %% ../nbs/00_core.ipynb #3f1c9a52
+def type_palette(labels, source:str|None=SOURCE, target:str|None=TARGET) -> dict:
+    """{label: colour} for every distinct label of a figure, all different: `source` blue and `target` red (whatever
+    their names), other listed types their `TYPE_COLOURS` colour unless that is taken, the rest `EXTRA_COLOURS` in sorted order."""
+    import matplotlib as mpl
+    names = sorted({str(l) for l in labels})
+    pal = {}
+    if source in names: pal[source] = TYPE_COLOURS[SOURCE]
+    if target in names and target != source: pal[target] = TYPE_COLOURS[TARGET]
+    roles = {TYPE_COLOURS[SOURCE], TYPE_COLOURS[TARGET]} if pal else set()  # blue and red mean source and target only
+    for n in names:
+        if n not in pal and n in TYPE_COLOURS and TYPE_COLOURS[n] not in roles | set(pal.values()): pal[n] = TYPE_COLOURS[n]
+    spare = [c for c in EXTRA_COLOURS + tuple(TYPE_COLOURS.values()) if c not in roles | set(pal.values())]
+    rest = [n for n in names if n not in pal]
+    if len(rest) > len(spare): spare += [mpl.colors.to_hex(mpl.colormaps['gist_rainbow'](x)) for x in np.linspace(0, 1, len(rest) - len(spare), endpoint=False)]
+    return {**pal, **dict(zip(rest, spare))}
+
+# %% ../nbs/00_core.ipynb #5d9e7c21
+def label_points(ax, x, y, names, fontsize:float=8, avoid=None) -> list:
+    """Name the points (`x`, `y`) of `ax` with labels that overlap neither each other nor the named points: each label takes
+    the first of 48 offsets around its point (nearest first) whose box is clear and inside the axes, else the least
+    overlapping one; labels set off from their point get a thin leader line. `avoid`: more (x, y) points to keep clear.
+    Lay the figure out (`tight_layout`) and fix the axis limits before calling. Returns the Text objects."""
+    from matplotlib.transforms import Bbox
+    x, y, names = np.asarray(x, float), np.asarray(y, float), [str(n) for n in names]
+    ax.set_xlim(ax.get_xlim()); ax.set_ylim(ax.get_ylim())
+    r, to_px = ax.figure.canvas.get_renderer(), ax.figure.dpi / 72
+    pts = ax.transData.transform(np.c_[x, y])
+    others = ax.transData.transform(np.asarray(avoid, float).reshape(-1, 2)) if avoid is not None and len(avoid) else np.empty((0, 2))
+    dots = [Bbox.from_extents(px - 3 * to_px, py - 3 * to_px, px + 3 * to_px, py + 3 * to_px) for px, py in np.r_[pts, others]]
+    frame, placed, out = ax.get_window_extent(r), [], []
+    dirs = [(1, 0.3), (-1, 0.3), (1, -0.8), (-1, -0.8), (0, 1), (0, -1.4), (1, 1), (-1, 1), (1, -1.6), (-1, -1.6), (0.5, 1.2), (-0.5, -1.6)]
+    offsets = [(dx * d, dy * d) for d in (3, 12, 24, 36) for dx, dy in dirs]
+    for (px, py), name, xi, yi in zip(pts, names, x, y):
+        best = None
+        for dx, dy in offsets:
+            kw = dict(xytext=(dx, dy), textcoords='offset points', fontsize=fontsize,
+                      ha='left' if dx > 0 else 'right' if dx < 0 else 'center', va='bottom' if dy > 0 else 'top' if dy < -1 else 'center')
+            t = ax.annotate(name, (xi, yi), **kw)
+            bb = t.get_window_extent(r).expanded(1.04, 1.1)
+            own = Bbox.from_extents(px - 3 * to_px, py - 3 * to_px, px + 3 * to_px, py + 3 * to_px)
+            hits = sum(bb.overlaps(b) for b in placed) + sum(bb.overlaps(b) for b in dots if not np.allclose(b.bounds, own.bounds))
+            cost = hits + 10 * (not frame.contains(bb.x0, bb.y0) or not frame.contains(bb.x1, bb.y1))
+            if best is None or cost < best[0]:
+                if best is not None: best[1].remove()
+                best = (cost, t, bb, max(abs(dx), abs(dy)), kw)
+            else: t.remove()
+            if cost == 0: break
+        _, t, bb, dist, kw = best
+        if dist > 5: t.remove(); t = ax.annotate(name, (xi, yi), **kw, arrowprops=dict(arrowstyle='-', lw=0.5, color='0.4', shrinkA=0, shrinkB=2))
+        placed.append(bb); out.append(t)
+    return out
 
 # %% ../nbs/00_core.ipynb #332b8ad6
 def in_test() -> bool:

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['OUTPUTS', 'FORMS', 'EXPROBJ_DEPS', 'cell_outputs', 'objective_value', 'cotangents', 'Objective',
            'expression_objective', 'final_layer_objective', 'objective_gradients', 'fd_jacobians', 'estimate_value',
-           'linear_model', 'damped', 'trust_step', 'gauss_newton', 'ExprObjConfig', 'spread_sample', 'pick_candidates',
-           'ExprObjResult', 'expression_objective_step']
+           'linear_model', 'damped', 'trust_step', 'gauss_newton', 'ExprObjConfig', 'spread_sample', 'validation_cells',
+           'pick_candidates', 'ExprObjResult', 'expression_objective_step']
 
 # %% ../nbs/08d_expression_objective.ipynb #682b9c8c
 import time
@@ -15,7 +15,7 @@ import numpy as np, torch
 from .core import DEFAULT_LAYER, SOURCE, TARGET, StepResult, batches, cache_key, cached_arrays, model_fingerprint
 from .contrastive import LassoTerms, fold_ids, solve_lasso, MOVED
 from .latent import moved_set, jaccard, steering_inputs
-from .readout import READOUTS, run_from, layer_residuals
+from .readout import READOUTS, run_readout, layer_residuals
 from .steer import embedding_shift
 from .model import model_inputs
 from .features import sae_fingerprint
@@ -23,33 +23,13 @@ from .features import sae_fingerprint
 # %% ../nbs/08d_expression_objective.ipynb #43c00c1f
 OUTPUTS = ('readout', 'final')
 
-def _run(model, sae, x, b, layer, final):
-    if not final: return run_from(model, x, layer, sae, b), None
-    got = {}
-    h = model.encoder.layer[-1].register_forward_hook(lambda m, i, o: got.setdefault('x', o))
-    try: y = run_from(model, x, layer, sae, b)
-    finally: h.remove()
-    return y, got['x'][:, :x.shape[1] - 2].mean(1)
-
 def cell_outputs(model, sae, res:dict, cells, B=None, what=OUTPUTS, kind:str='unmasked', layer:int=DEFAULT_LAYER, batch_size:int=32) -> dict:
     """{'readout': `(c, n)` readout of `kind`, 'final': `(c, d)` mean over gene tokens of the residual after the last block (unmasked
     input)} for the cells `cells` (indices into `res`), steered by `B` (`(c, p)` rows of beta = α − 1, or None). Differentiable in `B`."""
     if kind not in READOUTS: raise ValueError(f"kind must be one of {READOUTS}, got {kind!r}")
     if set(what) - set(OUTPUTS): raise ValueError(f'what must name outputs among {OUTPUTS}, got {what}')
-    cells = np.asarray(cells)
-    def one(X, final):
-        outs = [_run(model, sae, torch.as_tensor(X[cells[s]]), None if B is None else B[s], layer, final) for s in batches(len(cells), batch_size)]
-        return torch.cat([o[0] for o in outs]), (torch.cat([o[1] for o in outs]) if final else None)
-    out = {}
-    if kind == 'unmasked' or 'readout' not in what:
-        y, z = one(res['unmasked'], 'final' in what)
-        if 'readout' in what: out['readout'] = y
-        if 'final' in what: out['final'] = z
-        return out
-    masks = torch.as_tensor(np.asarray(res['masks']))
-    out['readout'] = sum(one(res['masked'][m], False)[0] * masks[m].to(torch.float32) for m in range(len(masks)))
-    if 'final' in what: out['final'] = one(res['unmasked'], True)[1]
-    return out
+    y, z = run_readout(model, res, kind if 'readout' in what else 'unmasked', cells, sae, B, layer, batch_size, final='final' in what)
+    return {k: v for k, v in (('readout', y), ('final', z)) if k in what}
 
 # %% ../nbs/08d_expression_objective.ipynb #ab6da7ce
 FORMS = ('mean', 'cells')  # 'mean': Σ_g w_g (mean_i o_ig − t_g)² (expression); 'cells': mean_i ||o_i − t||² (final layer)
@@ -167,16 +147,21 @@ def trust_step(terms:LassoTerms, lam:float, beta_c, radius:float, mu0:float=1e-4
 
 # %% ../nbs/08d_expression_objective.ipynb #d2e8740b
 def gauss_newton(obj:Objective, lam:float, O_T0, O_S0, J, evaluate, max_iter:int=4, tol:float=1e-3, radius:float=1.0,
-                 broyden:bool=True, relinearise=None) -> tuple:
+                 broyden:bool=True, relinearise=None, relinearise_every:int=1, validate=None, patience:int=1) -> tuple:
     """Minimise `estimate_value` + lam ||beta||_1 over the K candidates by trust-region Gauss–Newton: each step the exact Lasso
     (`solve_lasso`) of the linearised objective, Levenberg–Marquardt-damped until no |Δbeta_j| exceeds the radius; accepted when the
     measured objective (`evaluate(beta)` -> steered sample outputs) falls (radius doubled when the model predicted the fall well,
-    halved on a rejection). Per-cell Jacobians are refreshed by Broyden's update from each measured step, or by `relinearise(beta)` -> J.
-    Returns (beta `(K,)`, info: objective at α = 1 and at the end, iterations, evaluations, history)."""
+    halved on a rejection). Per-cell Jacobians are refreshed by Broyden's update from each measured step, or by `relinearise(beta)` -> J
+    every `relinearise_every` accepted steps (Broyden in between when > 1). With `validate(beta)` -> the penalised objective on cells
+    not used to fit: stop after `patience` accepted steps without a new best, and return the best iterate.
+    Returns (beta `(K,)`, info: objective at α = 1 and at the returned beta, iterations run, evaluations, history, kept_step)."""
     J = np.array(J, np.float64)
     beta, O_c = np.zeros(J.shape[-1]), O_S0
     P = estimate_value(obj, O_T0, O_S0, O_S0)
-    info = {'objective_alpha1': P, 'history': [P], 'evaluations': 0, 'accepted': 0}
+    info = {'objective_alpha1': P, 'history': [P], 'evaluations': 0, 'accepted': 0, 'early_stopped': False}
+    if validate is not None:
+        best, worse = (validate(beta), beta, P, 0), 0
+        info['validation'] = [best[0]]
     for it in range(max_iter):
         terms, offset = linear_model(obj, O_T0, O_S0, O_c, J, beta)
         new, _ = trust_step(terms, lam, beta, radius)
@@ -186,16 +171,24 @@ def gauss_newton(obj:Objective, lam:float, O_T0, O_S0, J, evaluate, max_iter:int
         O_new = evaluate(new); info['evaluations'] += 1
         P_new = estimate_value(obj, O_T0, O_S0, O_new) + lam * np.abs(new).sum()
         ratio = (P - P_new) / max(P - predicted, 1e-300)
-        if relinearise is None and broyden: J = J + np.einsum('iq,k->iqk', O_new - O_c - J @ step, step / (step @ step))
+        if broyden and (relinearise is None or relinearise_every > 1):
+            J = J + np.einsum('iq,k->iqk', O_new - O_c - J @ step, step / (step @ step))
         if P_new < P:
             done = P - P_new < tol * P
             beta, O_c, P = new, O_new, P_new; info['accepted'] += 1
             info['history'].append(P)
+            if validate is not None:
+                v = validate(beta); info['validation'].append(v)
+                if v < best[0]: best, worse = (v, beta, P, info['accepted']), 0
+                else:
+                    worse += 1
+                    if worse >= patience: info['early_stopped'] = True; break
             if done: break
-            if relinearise is not None and it < max_iter - 1: J = relinearise(beta)
+            if relinearise is not None and it < max_iter - 1 and info['accepted'] % relinearise_every == 0: J = relinearise(beta)
             if ratio > 0.5: radius *= 2
         else: radius /= 2
-    info.update(objective=P, iterations=it + 1)
+    info.update(objective=P, iterations=it + 1, kept_step=info['accepted'])
+    if validate is not None: beta, info['objective'], info['kept_step'] = best[1], best[2], best[3]
     return beta, info
 
 # %% ../nbs/08d_expression_objective.ipynb #9a6d4e29
@@ -211,7 +204,10 @@ class ExprObjConfig:
     tol:float = 1e-3             # stop when a step lowers the objective by less than tol (relative)
     radius:float = 1.0           # initial trust radius: no |Δ(α − 1)| larger in one step
     broyden:bool = True          # refresh the Jacobians from each measured step (else keep the α = 1 linearisation)
-    relinearise:bool = False     # recompute the finite-difference Jacobians at each accepted step (reference run)
+    relinearise:bool = False     # recompute the finite-difference Jacobians at accepted steps (reference run)
+    relinearise_every:int = 1    # ... every this many accepted steps (Broyden updates in between when > 1)
+    n_val_cells:int = 0          # early stopping: validation cells per fit (training fold, outside the sample); 0 = off (default, see below)
+    patience:int = 1             # stop after this many accepted steps without a new best validation objective; the best iterate is kept
     n_folds:int = 5
     seed:int = 0
     n_masks:int = 4
@@ -223,7 +219,7 @@ class ExprObjConfig:
         "The report's configuration: the default for the unmasked readout; for the masked-context readout (4 passes per cell) 24 candidates, 8 Jacobian cells, 4 steps."
         return cls(kind=kind, **({**dict(n_candidates=24, n_jacobian_cells=8, max_iter=4), **kw} if kind == 'masked' else kw))
     @classmethod
-    def reference(cls, **kw): return cls(**{**dict(n_candidates=64, n_jacobian_cells=None, n_grad_cells=None, max_iter=6, tol=1e-5, relinearise=True), **kw})
+    def reference(cls, **kw): return cls(**{**dict(n_candidates=64, n_jacobian_cells=None, n_grad_cells=None, max_iter=6, tol=1e-5, relinearise=True, n_val_cells=0), **kw})
 
 # %% ../nbs/08d_expression_objective.ipynb #39bd521b
 def spread_sample(folds:np.ndarray, n:int|None, seed:int=0) -> np.ndarray:
@@ -234,6 +230,12 @@ def spread_sample(folds:np.ndarray, n:int|None, seed:int=0) -> np.ndarray:
     for k in np.unique(folds):
         idx = order[folds[order] == k]; rank[idx] = np.arange(len(idx))
     return np.sort(np.lexsort((folds, rank))[:n])
+
+# %% ../nbs/08d_expression_objective.ipynb #d41a118a
+def validation_cells(n_cells:int, train, sample, n:int, seed:int=0) -> np.ndarray:
+    "Early-stopping cells of one fit: the first `n` cells of a seeded order of `range(n_cells)` that are in `train` and not in `sample`; sorted."
+    order = np.random.default_rng(seed).permutation(n_cells)
+    return np.sort(order[np.isin(order, train) & ~np.isin(order, sample)][:n])
 
 # %% ../nbs/08d_expression_objective.ipynb #7dcc8ca4
 def pick_candidates(grad:np.ndarray, latent_beta:np.ndarray, n:int, threshold:float=MOVED) -> np.ndarray:
@@ -267,21 +269,27 @@ def _fit_all(model, sae, res_s, res_t, genes, latent_beta, lambda_rel, folds, cf
     cols = [np.searchsorted(union, c) for c in cands]
     t_jac = time.perf_counter()
     fits = {}
+    def outputs(obj, cells, b):   # steered outputs of `cells` under beta `b` (p,)
+        with torch.inference_mode():
+            out = cell_outputs(model, sae, res_s, cells, torch.as_tensor(b, dtype=torch.float32).expand(len(cells), p), (obj.what,), batch_size=cfg.batch_size, **kw)
+        return obj.select(out).double().numpy()
     for name, obj, O, J, cand, lam, k in zip(('expr', 'final'), objs, O0, J_union, cands, lams, range(2)):
         betas, infos = np.zeros((cfg.n_folds + 1, p)), []
         for f in range(-1, cfg.n_folds):   # -1: every source cell; f: without fold f
             train = src if f < 0 else src[folds != f]
             ins = np.isin(S, train); St = S[ins]
+            V = validation_cells(n_src, train, S, cfg.n_val_cells, cfg.seed + 2)
             def full(b):
                 B = np.zeros(p, np.float32); B[cand] = b; return B
-            def evaluate(b):
-                with torch.inference_mode():
-                    out = cell_outputs(model, sae, res_s, St, torch.as_tensor(full(b)).expand(len(St), p), (obj.what,), batch_size=cfg.batch_size, **kw)
-                return obj.select(out).double().numpy()
+            evaluate = lambda b: outputs(obj, St, full(b))
+            def validate(b):   # the penalised objective over the training fold, from the validation cells' paired differences
+                return estimate_value(obj, O[train], O[V], outputs(obj, V, full(b)) if np.any(b) else O[V]) + lam * np.abs(b).sum()
             relin = (lambda b: fd_jacobians(model, sae, res_s, St, cand, [obj], cfg.fd_step, full(b), batch_size=cfg.batch_size, **kw)[0][0]) if cfg.relinearise else None
-            b, info = gauss_newton(obj, lam, O[train], O[St], J[ins][:, :, cols[k]], evaluate, cfg.max_iter, cfg.tol, cfg.radius, cfg.broyden, relin)
-            betas[f + 1] = full(b); infos.append([info['objective_alpha1'], info['objective'], info['iterations'], info['evaluations']])
-        fits[name] = (betas, np.array(infos))
+            b, info = gauss_newton(obj, lam, O[train], O[St], J[ins][:, :, cols[k]], evaluate, cfg.max_iter, cfg.tol, cfg.radius, cfg.broyden, relin,
+                                   cfg.relinearise_every, validate if len(V) else None, cfg.patience)
+            betas[f + 1] = full(b)
+            infos.append([info['objective_alpha1'], info['objective'], info['iterations'], info['evaluations'], info['kept_step'], info['early_stopped']])
+        fits[name] = (betas, np.array(infos, np.float64))
     t_fit = time.perf_counter()
     with torch.inference_mode():
         held_y = cell_outputs(model, sae, res_s, src, torch.as_tensor(fits['expr'][0][1:][folds], dtype=torch.float32), ('readout',), batch_size=cfg.batch_size, **kw)['readout'].double().numpy()
@@ -311,6 +319,11 @@ class ExprObjResult(StepResult):
     readouts:dict = field(default=None, metadata={'json': False})  # 'source', 'target' (unsteered), 'steered_heldout': (cells, n) of cfg.kind
     arrays:dict = field(default=None, metadata={'json': False})    # everything `_fit_all` computed
     timings:dict = field(default=None, metadata={'json': False})   # seconds per phase of the (first, uncached) computation
+
+def _stopping(info:np.ndarray, cfg:ExprObjConfig) -> dict:
+    "Per fit (all-cell fit first, then one per fold): the iteration at which it stopped, the accepted step it kept (0 = α = 1), early-stopped or not."
+    return {'stopped_at': info[:, 2].astype(int).tolist(), 'kept_step': info[:, 4].astype(int).tolist(),
+            'early_stopped': info[:, 5].astype(bool).tolist(), 'n_validation_cells': cfg.n_val_cells, 'patience': cfg.patience}
 
 def expression_objective_step(adata, model, sae, genes, latent_alpha, lambda_rel:float, cfg:ExprObjConfig=ExprObjConfig(),
                               source:str=SOURCE, target:str=TARGET) -> ExprObjResult:
@@ -343,12 +356,12 @@ def expression_objective_step(adata, model, sae, genes, latent_alpha, lambda_rel
             'moved_set_jaccard_with_layer12': jaccard(moved_set(be[0]), moved_set(latent_beta)),
             'objective_alpha1': float(ie[0, 0]), 'objective_fit': float(ie[0, 1]),
             'objective_heldout_alpha1': obj.value(a['y_source'][:, genes]), 'objective_heldout': obj.value(a['heldout_readout'][:, genes]),
-            'gauss_newton_steps': int(ie[:, 2].sum())}
+            'gauss_newton_steps': int(ie[:, 2].sum()), **_stopping(ie, cfg)}
     fin = {'lambda': float(a['lambdas'][1]), 'lambda_max': float(np.abs(a['gradients'][1]).max()), 'n_moved_features': len(moved_set(bf[0])),
            'n_nonzero_features': int((bf[0] != 0).sum()), 'n_candidates': len(a['candidates_final']),
            'fraction_closer_heldout': float(closer_f.mean()), 'moved_set_jaccard_with_layer12': jaccard(moved_set(bf[0]), moved_set(latent_beta)),
            'alpha_cosine_with_latent': _cos(bf[0], latent_beta), 'objective_alpha1': float(i_f[0, 0]), 'objective_fit': float(i_f[0, 1]),
-           'gauss_newton_steps': int(i_f[:, 2].sum())}
+           'gauss_newton_steps': int(i_f[:, 2].sum()), **_stopping(i_f, cfg)}
     timings = dict(zip(['unsteered_s', 'gradient_s', 'jacobian_s', 'fits_s', 'heldout_s', 'total_s'], map(float, sec)))
     return ExprObjResult(expr, fin, 1 + be[0], held_e, 1 + bf[0], held_f,
                          {'source': a['y_source'], 'target': a['y_target'], 'steered_heldout': a['heldout_readout']}, a, timings)

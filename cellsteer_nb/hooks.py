@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from .core import DEFAULT_LAYER, EMBED_KEY, EMBED_UNS, CELL_TYPE_KEY, SOURCE, TARGET, type_colour, batches, cache_key, cached_arrays, model_fingerprint
+from .core import DEFAULT_LAYER, EMBED_KEY, EMBED_UNS, CELL_TYPE_KEY, SOURCE, TARGET, type_colour, type_palette, batches, cache_key, cached_arrays, model_fingerprint
 from .model import CellFoundation, model_inputs
 
 # %% ../nbs/03_hooks.ipynb #b4404841
@@ -89,13 +89,18 @@ def umap_coords(X, seed:int=0, n_neighbors:int=15):
     return reducer.fit_transform(X), reducer
 
 # %% ../nbs/03_hooks.ipynb #ebb63516
-def plot_embedding(coords, labels, title:str=''):
-    "Scatter of 2-D coordinates coloured by cell type (`core.type_colour`: the same colour for a type in every figure); returns the Figure."
-    import matplotlib.pyplot as plt, seaborn as sns
-    fig, ax = plt.subplots(figsize=(6, 5))
-    labels = np.asarray(labels)
-    sns.scatterplot(x=coords[:, 0], y=coords[:, 1], hue=labels, s=12, linewidth=0, ax=ax, palette={l: type_colour(l) for l in set(labels.tolist())})
-    ax.set(xlabel='UMAP 1', ylabel='UMAP 2', title=title, xticks=[], yticks=[])
-    ax.legend(frameon=False, fontsize=8, bbox_to_anchor=(1, 1), loc='upper left')
-    fig.tight_layout()
+def plot_embedding(coords, labels, title:str='', source:str|None=SOURCE, target:str|None=TARGET):
+    """Scatter of 2-D coordinates coloured by cell type (`core.type_palette`: every label its own colour, `source` blue and
+    `target` red whatever their names), `source` and `target` drawn on top and listed first; returns the Figure."""
+    import matplotlib.pyplot as plt
+    labels = np.asarray(labels).astype(str)
+    pal = type_palette(labels, source, target)
+    first = [t for t in (source, target) if t in pal]
+    rest = sorted(t for t in pal if t not in first)
+    fig, ax = plt.subplots(figsize=(5.2 + 0.07 * max(len(f'{t} (0000)') for t in pal), 5), layout='constrained')
+    hs = {t: ax.scatter(coords[labels == t, 0], coords[labels == t, 1], s=16 if t in first else 10, c=pal[t], lw=0,
+                        label=f'{t} ({(labels == t).sum()})', zorder=3 if t in first else 2) for t in rest + first[::-1]}
+    ax.set(xlabel='UMAP 1', ylabel='UMAP 2', xticks=[], yticks=[]); ax.set_title(title, fontsize=12)
+    ax.legend([hs[t] for t in first + rest], [hs[t].get_label() for t in first + rest], title='cell type (cells)', frameon=False, fontsize=9,
+              title_fontsize=9, bbox_to_anchor=(1, 1), loc='upper left', markerscale=1.8, alignment='left')
     return fig

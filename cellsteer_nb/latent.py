@@ -18,7 +18,7 @@ import numpy as np, pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from .core import CELL_TYPE_KEY, EMBED_KEY, FBAR_KEY, SOURCE, TARGET, StepResult, cache_key, memoized, type_colour
+from .core import CELL_TYPE_KEY, EMBED_KEY, FBAR_KEY, SOURCE, TARGET, StepResult, cache_key, memoized, type_colour, type_palette
 from .reference import BARS
 from .steer import embedding_shift
 from .contrastive import (MOVED, CVResult, adam_baseline, cv_lambda, duality_gap, kkt_violation, lasso_path, lasso_terms,
@@ -100,6 +100,7 @@ class SteeringConfig:
     n_random:int = 20           # draws of the matched random-feature and random-direction controls
     n_boot:int = 2000
     wrong_targets:tuple = ('B', 'Monocyte', 'Dendritic')
+    compare_adam:bool = True    # also run the seed's optimiser (Adam) until it nears the certified optimum (seconds; off in quick runs)
 
 # %% ../nbs/07b_latent.ipynb #88052889
 def heldout_shifts(cv:CVResult, F:np.ndarray, W_dec) -> np.ndarray:
@@ -322,7 +323,8 @@ def _latent(labels, Z, F, W, cen, mu_all, features, cfg, key) -> LatentResult:
     beta, lam = fit.beta, fit.cv.lambda_1se
     terms = lasso_terms(Zs, Fs, W, mu_t)
     obj_exact = float(terms.fit(beta) + lam * np.abs(beta) @ fit.cv.weights)
-    adam = adam_until(terms, lam, fit.cv.weights, free, cfg.nonneg_alpha, obj_exact)
+    adam = (adam_until(terms, lam, fit.cv.weights, free, cfg.nonneg_alpha, obj_exact) if cfg.compare_adam
+            else {'excess': None, 'epochs': None, 'seconds': None})
     before, after = heldout_probe_calls(Zs, Z[labels == cfg.target], fit.shift, fit.cv.folds)
     scores = score_shift(Zs, fit.shift, cen, cfg.source, cfg.target, mu_all)
     scores['probe_target_before'], scores['probe_target_after'] = before, after
@@ -405,48 +407,62 @@ def seed_stability(Z_src, F_src, F_src_other, W_dec, W_other, mu, cfg:SteeringCo
 # %% ../nbs/07b_latent.ipynb #023b136a
 def plot_distance_scatter(Z:np.ndarray, shift:np.ndarray, mu:np.ndarray, target:str='CD8 T', title:str='held-out source cells'):
     "The seed's before/after scatter: each cell's distance to the target centroid before (x) and after (y) steering; below the diagonal = closer."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt, textwrap
     d0, d1 = np.linalg.norm(Z - mu, axis=1), np.linalg.norm(Z + shift - mu, axis=1)
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, ax = plt.subplots(figsize=(5, 4.8), layout='constrained')
     closer = d1 < d0
-    ax.scatter(d0[closer], d1[closer], s=12, c=type_colour(target), label=f'closer ({closer.mean():.0%})')
-    ax.scatter(d0[~closer], d1[~closer], s=12, c='#7f7f7f', label=f'farther ({(~closer).mean():.0%})')
+    ax.scatter(d0[closer], d1[closer], s=14, c=type_colour(TARGET), lw=0, label=f'closer to {target} ({closer.mean():.0%})')
+    ax.scatter(d0[~closer], d1[~closer], s=14, c='#7f7f7f', lw=0, label=f'farther ({(~closer).mean():.0%})')
     lim = [0, max(d0.max(), d1.max()) * 1.05]
-    ax.plot(lim, lim, 'k--', lw=0.8); ax.set(xlim=lim, ylim=lim, xlabel=f'distance to {target} centroid before', ylabel='after steering', title=title)
-    ax.legend(frameon=False, fontsize=8); fig.tight_layout()
+    ax.plot(lim, lim, 'k--', lw=0.8, label='no change (diagonal)'); ax.set(xlim=lim, ylim=lim, aspect='equal')
+    ax.set(xlabel=f'distance to the {target} centroid before steering', ylabel=f'distance to the {target} centroid after steering')
+    ax.set_title(textwrap.fill(title, 48), fontsize=11)
+    ax.legend(frameon=False, fontsize=9, loc='upper left')
     return fig
 
 # %% ../nbs/07b_latent.ipynb #5b41dd1c
 def plot_steering_umap(coords:np.ndarray, labels, steered:np.ndarray, source:str='CD4 T', target:str='CD8 T', title:str=''):
-    "UMAP of unsteered cells coloured by type, with the steered source cells (placed by the fitted UMAP's `transform`) overlaid as outlined points."
-    import matplotlib.pyplot as plt
-    labels = np.asarray(labels)
-    fig, ax = plt.subplots(figsize=(6.4, 5))
-    for t in sorted(set(labels.tolist())):
-        m = labels == t
-        ax.scatter(coords[m, 0], coords[m, 1], s=10 if t in (source, target) else 6, c=type_colour(t), alpha=0.9 if t in (source, target) else 0.35, lw=0, label=t)
-    ax.scatter(steered[:, 0], steered[:, 1], s=16, facecolors='none', edgecolors='k', lw=0.7, label=f'{source}, steered (held-out α)')
-    ax.set(xlabel='UMAP 1', ylabel='UMAP 2', xticks=[], yticks=[], title=title)
-    ax.legend(frameon=False, fontsize=8, bbox_to_anchor=(1, 1), loc='upper left', markerscale=1.5); fig.tight_layout()
+    """UMAP of unsteered cells with `source` (blue) and `target` (red) prominent and every other type muted (pale, small, underneath);
+    the steered source cells (placed by the fitted UMAP's `transform`) overlaid as black rings."""
+    import matplotlib.pyplot as plt, matplotlib.colors as mc, textwrap
+    labels = np.asarray(labels).astype(str)
+    pal = type_palette(labels, source, target)
+    mute = lambda c: tuple(0.4 * np.asarray(mc.to_rgb(c)) + 0.6)  # blended toward white
+    rest = sorted(t for t in pal if t not in (source, target))
+    fig, ax = plt.subplots(figsize=(5.4 + 0.07 * max(len(t) + 22 for t in [source, *rest]), 5), layout='constrained')
+    muted = [ax.scatter(coords[labels == t, 0], coords[labels == t, 1], s=7, color=mute(pal[t]), lw=0, label=t, zorder=1) for t in rest]
+    main = {t: ax.scatter(coords[labels == t, 0], coords[labels == t, 1], s=16, color=pal[t], lw=0, label=f'{t}, unsteered', zorder=3)
+            for t in (source, target) if t in pal}
+    ring = ax.scatter(steered[:, 0], steered[:, 1], s=22, facecolors='none', edgecolors='k', lw=0.8, label=f'{source}, steered (held-out α)', zorder=4)
+    hs = [main[source]] * (source in main) + [ring] + [main[target]] * (target in main) + muted
+    ax.set(xlabel='UMAP 1', ylabel='UMAP 2', xticks=[], yticks=[]); ax.set_title(textwrap.fill(title, 60), fontsize=11)
+    ax.legend(hs, [h.get_label() for h in hs], frameon=False, fontsize=9, bbox_to_anchor=(1, 1), loc='upper left', markerscale=1.6)
     return fig
 
 # %% ../nbs/07b_latent.ipynb #accd564b
-def plot_controls(res:LatentResult, title:str='Held-out median relative shrink toward the target centroid'):
-    "The solution's held-out median shrink beside the random-feature draws, the random direction, wrong targets (their shrink toward CD8), the reverse and the oracle."
-    import matplotlib.pyplot as plt
+def plot_controls(res:LatentResult, title:str|None=None):
+    "The solution's held-out median shrink beside the random-feature draws and the random direction; share closer to the target when steered toward it, toward each wrong target, and under the oracle."
+    import matplotlib.pyplot as plt, textwrap
     s, c = res.steering, res.controls
-    rows = [('solution', [s['median_relative_shrink_heldout']]), ('matched random features', c['random_features'].median_relative_shrink.tolist()),
+    src, tgt = s.get('source', SOURCE), s.get('target', TARGET)
+    rows = [('solution', [s['median_relative_shrink_heldout']]), ('matched random\nfeatures', c['random_features'].median_relative_shrink.tolist()),
             ('random direction', [float(np.median(r)) for r in c['random_direction']])]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4), gridspec_kw={'width_ratios': [3, 2]})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10.5, 4), gridspec_kw={'width_ratios': [1, 1]}, layout='constrained')
     for y, (name, vals) in enumerate(rows):
-        a.scatter(vals, [y] * len(vals), s=18 if len(vals) > 1 else 50, c='#d62728' if name == 'solution' else '#7f7f7f', alpha=0.8)
-    a.axvline(s['null_random_features_median_relative_shrink_p95'], color='#7f7f7f', ls=':', lw=1, label='random features, 95th pct.')
-    a.axvline(0, color='k', lw=0.6); a.set_yticks(range(len(rows)), [r[0] for r in rows]); a.set(xlabel='median relative shrink (held out)', title=title)
-    a.legend(frameon=False, fontsize=8, loc='lower right')
-    names = ['CD8 T (solution)'] + [f'{t} (wrong target)' for t in s['wrong_target']] + ['oracle centroid shift']
+        a.scatter(vals, [y] * len(vals), s=22 if len(vals) > 1 else 60, c=type_colour(TARGET) if name == 'solution' else '#7f7f7f', alpha=0.8, lw=0)
+    a.axvline(s['null_random_features_median_relative_shrink_p95'], color='#7f7f7f', ls=':', lw=1.2, label='95th percentile of the\nmatched random features')
+    a.axvline(0, color='k', lw=0.6); a.set_yticks(range(len(rows)), [r[0] for r in rows]); a.set_ylim(-0.5, len(rows) + 0.3)
+    a.set_xlabel('median relative shrink (held out)')
+    a.set_title(textwrap.fill(title or f'Held-out median relative shrink toward the {tgt} centroid', 42), fontsize=11)
+    a.legend(frameon=False, fontsize=8.5, loc='upper right')
+    wrong = list(s['wrong_target'])
+    names = [f'{tgt} (the solution)'] + [f'{t} (wrong target)' for t in wrong] + ['oracle centroid shift']
     vals = [s['fraction_closer_heldout']] + [w['fraction_closer_to_cd8'] for w in s['wrong_target'].values()] + [s['oracle_fraction_closer']]
-    b.barh(range(len(names)), vals, color=['#d62728'] + [type_colour(t) for t in s['wrong_target']] + ['#444444'])
-    b.axvline(0.5, color='k', lw=0.6, ls=':'); b.set_yticks(range(len(names)), names); b.invert_yaxis()
-    b.set(xlim=(0, 1), xlabel=f"share of {s['source']} cells closer to the {s['target']} centroid", title='closer to CD8 T, by steering target')
-    fig.tight_layout()
+    pal = type_palette([tgt, *wrong, src], src, tgt)
+    b.barh(range(len(names)), vals, color=[pal[tgt]] + [pal[t] for t in wrong] + ['#444444'])
+    for i, v in enumerate(vals): b.text(v + 0.01, i, f'{v:.0%}', va='center', fontsize=9)
+    b.axvline(0.5, color='k', lw=0.6, ls=':'); b.set_yticks(range(len(names)), [textwrap.fill(n, 28) for n in names]); b.invert_yaxis()
+    b.set(xlim=(0, 1.1), xticks=np.linspace(0, 1, 6)); b.set_xlabel(textwrap.fill(f'share of {src} cells closer to the {tgt} centroid (held out)', 44))
+    b.set_title(textwrap.fill(f'Share of {src} cells closer to {tgt}, by steering target', 42), fontsize=11)
+    b.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f'{x:.0%}'))
     return fig

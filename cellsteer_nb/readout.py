@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['READOUTS', 'READOUT_DEPS', 'complementary_masks', 'residual_at', 'run_from', 'masked_values', 'layer_residuals',
-           'readout']
+           'masked_context', 'run_readout', 'readout']
 
 # %% ../nbs/08_readout.ipynb #6beacd5c
 import numpy as np, torch
@@ -63,6 +63,42 @@ def layer_residuals(model:CellFoundation, values:torch.Tensor, depth:torch.Tenso
     key = cache_key('residuals', values.numpy(), depth.numpy(), model_fingerprint(model), layer, masks, deps=READOUT_DEPS)
     return cached_arrays('residuals', key, lambda: _residuals(model.eval(), values, depth, layer, masks, batch_size))
 
+# %% ../nbs/08_readout.ipynb #8b63043b
+def masked_context(ys:list, masks) -> torch.Tensor:
+    "The masked-context readout `(c, n)` from the per-mask passes' readouts `ys` (one `(c, n)` per mask): each gene from the pass whose mask (`masks`, `(M, n)`, a partition of the genes) covers it. Differentiable."
+    masks = np.asarray(masks, bool)
+    if masks.ndim != 2 or len(ys) != len(masks) or not (masks.sum(0) == 1).all():
+        raise ValueError(f'masks must partition the genes (each masked in exactly one of the {len(ys)} passes)')
+    Y = torch.stack(ys)
+    return Y.gather(0, torch.as_tensor(masks.argmax(0)).expand(1, *Y.shape[1:]))[0]
+
+def _pass(model, x, cells, layer, sae, beta, batch_size, desc, final) -> tuple:
+    "(readout, final-layer embedding or None) of the rows `cells` (None: all) of one input's residuals `x`, in batches."
+    ys, zs = [], []
+    for s in batches(len(x) if cells is None else len(cells), batch_size, desc):
+        xs = torch.as_tensor(x[s] if cells is None else x[cells[s]])
+        b = beta if beta is None or beta.ndim == 1 else beta[s]
+        got = {}
+        h = model.encoder.layer[-1].register_forward_hook(lambda m, i, o: got.setdefault('x', o)) if final else None
+        try: ys.append(run_from(model, xs, layer, sae, b))
+        finally:
+            if h is not None: h.remove()
+        if final: zs.append(got['x'][:, :xs.shape[1] - 2].mean(1))
+    return torch.cat(ys), (torch.cat(zs) if final else None)
+
+def run_readout(model:CellFoundation, res:dict, kind:str='unmasked', cells=None, sae:TopKSAE|None=None, beta:torch.Tensor|None=None,
+                layer:int=DEFAULT_LAYER, batch_size:int=32, desc:str|None=None, final:bool=False) -> tuple:
+    """(readout `(c, n)` of `kind`, final-layer embedding `(c, d)` or None) of the rows `cells` (default all) of cached residuals `res`
+    (`layer_residuals`), steered by `beta` = α − 1 (None, `(p,)`, or one row per cell). The masked-context readout takes each gene
+    from the pass that masks it; `final` also returns the mean over gene tokens of the residual after the last block, of the unmasked
+    input. Torch tensors, differentiable in `beta`."""
+    if kind not in READOUTS: raise ValueError(f"kind must be one of {READOUTS}, got {kind!r}")
+    cells = None if cells is None else np.asarray(cells)
+    run = lambda x, fin: _pass(model, x, cells, layer, sae, beta, batch_size, desc, fin)
+    if kind == 'unmasked': return run(res['unmasked'], final)
+    y = masked_context([run(res['masked'][m], False)[0] for m in range(len(res['masks']))], res['masks'])
+    return y, (run(res['unmasked'], True)[1] if final else None)
+
 # %% ../nbs/08_readout.ipynb #1815a1f6
 @torch.inference_mode()
 def readout(model:CellFoundation, res:dict, kind:str='unmasked', sae:TopKSAE|None=None, alpha=None, layer:int=DEFAULT_LAYER,
@@ -71,14 +107,4 @@ def readout(model:CellFoundation, res:dict, kind:str='unmasked', sae:TopKSAE|Non
     if kind not in READOUTS: raise ValueError(f"kind must be one of {READOUTS}, got {kind!r}")
     model.eval()
     beta = None if alpha is None else as_alpha(alpha, sae.cfg.d_sae, per_cell=True) - 1
-    def one(x):
-        out = []
-        for s in batches(len(x), batch_size, desc):
-            b = beta if beta is None or beta.ndim == 1 else beta[s]
-            out.append(run_from(model, torch.as_tensor(x[s]), layer, sae, b))
-        return torch.cat(out).numpy()
-    if kind == 'unmasked': return one(res['unmasked'])
-    n_cells, n_tokens = res['unmasked'].shape[:2]
-    out = np.empty((n_cells, n_tokens - 2), np.float32)
-    for m, mask in enumerate(res['masks']): out[:, mask] = one(res['masked'][m])[:, mask]
-    return out
+    return run_readout(model, res, kind, None, sae, beta, layer, batch_size, desc)[0].numpy()

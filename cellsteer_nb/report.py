@@ -63,7 +63,7 @@ def report_config(small:bool=False, source:str=SOURCE, target:str=TARGET, marker
     return {'source': source, 'target': target, 'markers': list(markers), 'wrong_targets': list(wrong_targets),
             'small': small, 'n_per_type': 20 if small else None, 'probe_repeats': 2 if small else 10, 'probe_splits': 5,
             'probe_C': 1.0, 'seed': seed, 'layer': layer, 'extract_timing_cells': 16 if small else 64,
-            'sae_timing_steps': 20 if small else 100, 'steer_random_draws': 3 if small else 20, 'steer_boot': 200 if small else 2000,
+            'sae_timing_steps': 20 if small else 100, 'steer_random_draws': 3 if small else 20, 'steer_compare_adam': not small, 'steer_boot': 200 if small else 2000,
             'steer_sae_seed_stability': not small,  # the committed SAE trained with seed 1 (`make sae-seed1`)
             'expr_n_target': 12 if small else 48, 'expr_null_draws': 1 if small else 3, 'expr_boot': 200 if small else 1000}
 
@@ -127,7 +127,8 @@ def _sae_lines(s:dict, figures:dict) -> list:
         'by that gene\'s mean layer-12 residual over training cells. k was chosen by a sweep (k = 4 … 32, FVU against L0):',
         '[bench/SAE_K_SWEEP.md](../bench/SAE_K_SWEEP.md); memory of the activation store at 1× and 4× the cells:',
         '[bench/ACTIVATION_STORE.md](../bench/ACTIVATION_STORE.md).', '',
-        *([f"![SAE training]({figures['sae_training']})", ''] if figures.get('sae_training') else [])]
+        *([f"![SAE training]({figures['sae_training']})", '', '*Training of the default SAE: FVU on training batches (left, log scale) and the share of SAE features not active in the last 100,000 tokens (right), against the training step.*', '']
+          if figures.get('sae_training') else [])]
 
 
 # %% ../nbs/09_report.ipynb #78e1ea43
@@ -160,12 +161,12 @@ def _annotation_lines(s:dict, figures:dict, groups=(SOURCE, TARGET)) -> list:
         '[bench/MODEL_WIDTH_ANNOTATION.md](../bench/MODEL_WIDTH_ANNOTATION.md).', '',
         'Every feature\'s density, gene sets and top-3 terms with IC and FDR under both rules: [features.csv](features.csv).', '',
         f"![share annotated against gene-set size]({figures['by_size']})", '',
-        '*Share of units (SAE features, neurons) with at least one significant GO term when every unit\'s gene set is cut to the same size, under each rule.*', '',
+        '*Share of SAE features and of neurons with at least one significant GO term (FDR < 0.05) when every gene set is cut to a fixed size, under the seed\'s token rule (left) and the co-expression rule (right).*', '',
         f"Features that separate {' and '.join(groups)} cells from the other cells most (standardised difference of per-cell feature means):", '',
         '| feature | top genes (token rule) | top term by IC: token rule | co-expression rule |', '|---|---|---|---|',
         *[f"| {t['feature']} | {t['top_genes']} | {t['term1'] or '—'} | {t['coexpression_term1'] or '—'} |" for t in s['t_cell_features']], '',
         f"![{' and '.join(groups)} features]({figures['t_features']})", '',
-        '*Mean activation of each of those features (rows; its top GO term under both rules) at the gene tokens where it is most active (columns), each row scaled to its maximum.*', '']
+        '*Mean activation of each of those features (rows) at the gene tokens where it is most active (columns; each feature\'s top 4 genes), each row scaled to its maximum. Row labels give the feature\'s top GO term by IC under the token rule (first line) and the co-expression rule (second line); "—": no significant term; "…": a shortened name.*', '']
 
 
 # %% ../nbs/09_report.ipynb #be1fcd7b
@@ -211,8 +212,9 @@ def _steering_lines(res:dict, figures:dict) -> list:
         '(positive: closer; 1: reached the centroid); a feature is *moved* when |α − 1| > 0.3 (the seed\'s rule).', '',
         f"Solution: λ = {s['lambda']:.4g} (λ_max = {s['lambda_max']:.4g}), {s['n_moved_features']} features moved ({s['n_nonzero_features']} changed at all),",
         f"largest |α − 1| = {s['max_abs_alpha_minus_1']:.2f}; relative duality gap {s['duality_gap_relative']:.1e} (largest along the path {s['max_fold_duality_gap_relative']:.1e}),",
-        f"optimality conditions violated by at most {s['kkt_violation_relative']:.1e} λ. Adam on the same objective (the seed's optimiser, α from 1, lr 0.01)",
-        f"reached {s['adam_objective_relative_excess']:.1e} above the certified optimum after {_f(s['adam_epochs'])} epochs (times: `timings.json`, `solve_s`, `adam_s`).", '']
+        f"optimality conditions violated by at most {s['kkt_violation_relative']:.1e} λ." + (
+        f" Adam on the same objective (the seed's optimiser, α from 1, lr 0.01) reached {s['adam_objective_relative_excess']:.1e} above the certified optimum"
+        f" after {_f(s['adam_epochs'])} epochs (times: `timings.json`, `solve_s`, `adam_s`)." if s.get('adam_objective_relative_excess') is not None else ''), '']
     if s['cv_minimum_at_grid_floor']:
         deep = next((o for o in s['options'] if o['option'].startswith('lambda grid')), None)
         lines += [f"*Caveat:* the cross-validated error is lowest at the smallest λ of the grid (λ_max × 10⁻³): held-out distance keeps falling",
@@ -255,9 +257,9 @@ def _steering_lines(res:dict, figures:dict) -> list:
         f"![controls]({figures['steer_controls']})", '',
         f'*Left: held-out median relative shrink toward {T} of the solution (red) against each matched random-feature draw and each random direction (grey). Right: share of {S} cells closer to {T} when steered toward {T}, toward each wrong target, and under the oracle shift.*', '',
         f"![distance scatter]({figures['steer_scatter']})", '',
-        f'*Each {S} cell\'s distance to the {T} centroid before (x) and after (y) steering by the α fitted without it; below the diagonal = closer (the seed\'s figure, here out of fold).*', '',
+        f'*Each {S} cell\'s distance to the {T} centroid before (x) and after (y) steering by the α fitted without it; below the diagonal = closer (the seed\'s figure, here out of fold). Distances are Euclidean in the layer-12 embedding.*', '',
         f"![steering UMAP]({figures['steer_umap']})", '',
-        f'*UMAP (umap-learn) fitted on the unsteered layer-12 embeddings of every cell; the steered {S} cells (black outlines) are placed with the fitted UMAP\'s `transform`. {S} and {T} in the two strongest colours, the other labels muted.*', '',
+        f'*UMAP (umap-learn) fitted on the unsteered layer-12 embeddings of every cell; the steered {S} cells (black outlines) are placed with the fitted UMAP\'s `transform`. {S} blue, {T} red, the other labels pale.*', '',
         '### What the optimiser picked', '',
         f"The {s['n_moved_features']} moved features, largest |α − 1| first (all of α in [steering_alpha.csv](steering_alpha.csv)); top genes and top GO term by IC under",
         'the seed\'s token rule and under the co-expression rule (annotation section above):', '',
@@ -322,9 +324,9 @@ def _expression_lines(res:dict, figures:dict) -> list:
         'the draw\'s out-of-fold α, read out the same way.', '',
         *_expression_caveats(e, S, T, markers), '',
         f"![top-N curve]({figures['expr_topn']})", '',
-        'Share of the top-N panel genes (by |real effect|) that steering moves in the real direction, per readout; the seed\'s N = 100 marked.', '',
+        f'*Share of the top-N panel genes (ranked by |real {T} − {S} effect|) that steering moves in the real direction, for the unmasked and masked-context readouts; dashed: chance; dotted: the seed\'s N = 100.*', '',
         f"![shift vs effect]({figures['expr_scatter']})", '',
-        f'Each significant DE gene: its real {T} − {S} effect against the steering shift of the model readout (red: correct direction).', '']
+        f'*Each significant DE gene\'s real effect (mean log1p CP10k, {T} − {S}) against how far steering moves the model\'s readout of the {S} cells (steered − unsteered); red: moved in the real direction; the genes with the largest \\|effect\\| are named.*', '']
     return lines
 
 
@@ -401,7 +403,7 @@ def _single_feature_lines(sf:dict, figures:dict) -> list:
         f"![dose-response]({figures['single_dose']})", '',
         '*Mean change of each feature\'s top genes in the unmasked readout against α (error bars: SEM over the steered cells; α = 1 is no steering).*', '',
         f"![volcano]({figures['single_volcano']})", '',
-        '*Paired DE of steered vs unsteered readout at α = 2 and α = −2 per feature (Bonferroni-significant genes coloured).*', '']
+        '*Paired t-test of the steered vs unsteered unmasked readout at α = 2 and α = −2 for each feature; red and blue: genes significantly up or down (Bonferroni p < 0.05), the largest changes named. Each row\'s title gives the Jaccard overlap of the GO terms of the α = 2 up and α = −2 down genes (the seed\'s symmetric signature), and of the reverse.*', '']
 
 
 # %% ../nbs/09_report.ipynb #20862c2a
@@ -481,7 +483,7 @@ def _probe_lines(res:dict, figures:dict) -> list:
         f"Bar: within 8 points of the raw-expression probe (≥ {_f(bar_raw)}) and at least 5 points above the random model (≥ {_f(bar_rand)}): "
         f"**{'holds' if holds else 'does not hold'}**.", '',
         f"![layer-12 UMAP]({figures['umap']})", '',
-        '*UMAP (umap-learn) of every cell\'s layer-12 embedding (mean over gene tokens), coloured by label.*', '']
+        f'*UMAP (umap-learn) of every cell\'s layer-12 embedding (mean over gene tokens), coloured by label (cells per label in the legend); {S} blue, {T} red.*', '']
 
 
 # %% ../nbs/09_report.ipynb #82410189
@@ -500,11 +502,11 @@ def render_report(res:dict, figures:dict, exprobj_reference:dict|None=None) -> s
 
 
 # %% ../nbs/09_report.ipynb #344912cd
-def _annotation_figures(ann, genes, out:Path) -> dict:
+def _annotation_figures(ann, genes, out:Path, groups=(SOURCE, TARGET)) -> dict:
     "Write `features.csv` and the annotation figures under `out`; their relative paths."
     atomic_write(out/'features.csv', ann.table.to_csv(index=False, float_format='%.6g', lineterminator='\n'))
     figures = {'t_features': 'figures/t_cell_features.png', 'by_size': 'figures/go_share_by_size.png'}
-    save_figure(plot_feature_genes(ann.ann, genes, ann.t_features), out/figures['t_features'])
+    save_figure(plot_feature_genes(ann.ann, genes, ann.t_features, title=f"{' and '.join(groups)} features: top genes"), out/figures['t_features'])
     save_figure(plot_share_by_size({r: ann.ann[r]['by_size'] for r in RULES}), out/figures['by_size'])
     return figures
 
@@ -516,7 +518,7 @@ def steering_results(cfg:dict, adata, model, sae, features, coords, reducer, out
     W = sae.W_dec.detach().numpy()
     feature_means(adata, model, sae)
     scfg = SteeringConfig(source=cfg['source'], target=cfg['target'], wrong_targets=tuple(cfg['wrong_targets']), seed=cfg['seed'],
-                          n_random=cfg['steer_random_draws'], n_boot=cfg['steer_boot'])
+                          n_random=cfg['steer_random_draws'], n_boot=cfg['steer_boot'], compare_adam=cfg['steer_compare_adam'])
     lat = latent_step(adata, W, features, scfg)
     steering = {**lat.steering, 'options': [] if cfg['small'] else steering_options(adata, W, features, scfg)}   # the alternative settings: full runs only
     src = (adata.obs[CELL_TYPE_KEY] == scfg.source).to_numpy()
@@ -529,7 +531,7 @@ def steering_results(cfg:dict, adata, model, sae, features, coords, reducer, out
     atomic_write(out/'steering_alpha.csv', pd.DataFrame({'feature': np.arange(len(lat.alpha)), 'alpha': lat.alpha}).to_csv(index=False, float_format='%.9g', lineterminator='\n'))
     figures = {'steer_path': 'figures/steering_lasso_path.png', 'steer_controls': 'figures/steering_controls.png',
                'steer_scatter': 'figures/steering_distance_scatter.png', 'steer_umap': 'figures/steering_umap.png'}
-    save_figure(plot_lasso_path(lat.fit.cv.path, lat.fit.cv), out/figures['steer_path'])
+    save_figure(plot_lasso_path(lat.fit.cv.path, lat.fit.cv, target=scfg.target), out/figures['steer_path'])
     save_figure(plot_controls(lat), out/figures['steer_controls'])
     save_figure(plot_distance_scatter(Zs, lat.fit.shift, mu_t, scfg.target, f'{scfg.source} cells, each steered by the α fitted without it'), out/figures['steer_scatter'])
     save_figure(plot_steering_umap(coords, adata.obs[CELL_TYPE_KEY], reducer.transform(Zs + lat.fit.shift), scfg.source, scfg.target,
@@ -546,8 +548,8 @@ def expression_results(cfg:dict, adata, model, sae, lat, features, out:Path, ext
                                                                   n_boot=cfg['expr_boot'], markers=tuple(cfg['markers']), seed=cfg['seed']))
     t1 = time.perf_counter()
     figures = {'expr_topn': 'figures/expression_topn.png', 'expr_scatter': 'figures/expression_shift_vs_effect.png'}
-    save_figure(plot_topn_curves(ex.curves), out/figures['expr_topn'])
-    save_figure(plot_gap_scatter(ex.tables), out/figures['expr_scatter'])
+    save_figure(plot_topn_curves(ex.curves, source=cfg['source'], target=cfg['target']), out/figures['expr_topn'])
+    save_figure(plot_gap_scatter(ex.tables, source=cfg['source'], target=cfg['target']), out/figures['expr_scatter'])
     if not extras: return ex.to_json(), {'expression_s': t1 - t0}, figures
     head = ex.expression['headline_readout']
     top = np.argsort(-np.abs(ex.de.effect.to_numpy()), kind='stable')[:100]
@@ -574,10 +576,10 @@ def analysis_results(cfg:dict, adata, model, sae, out:Path, checkpoint=DEFAULT_C
     say(2); ann = annotation_step(adata, model, sae, groups=(cfg['source'], cfg['target']))
     res['sae'] = {**quality.to_json(), **ann.to_json()}
     timings = {'sae_tokens_per_s': quality.tokens_per_s, 'go_enrichment_s': ann.seconds}
-    figures = _annotation_figures(ann, adata.var_names, out)
+    figures = _annotation_figures(ann, adata.var_names, out, (cfg['source'], cfg['target']))
     say(3); coords, reducer = umap_coords(adata.obsm[EMBED_KEY], seed=cfg['seed'])
     figures['umap'] = 'figures/umap_layer12.png'
-    save_figure(plot_embedding(coords, adata.obs[CELL_TYPE_KEY], f"layer-{cfg['layer']} cell embedding (UMAP)"), out/figures['umap'])
+    save_figure(plot_embedding(coords, adata.obs[CELL_TYPE_KEY], f"layer-{cfg['layer']} cell embedding (UMAP)", cfg['source'], cfg['target']), out/figures['umap'])
     say(4); steer, t_steer, f_steer, lat = steering_results(cfg, adata, model, sae, ann.table, coords, reducer, out, checkpoint)
     say(5); expr, t_expr, f_expr = expression_results(cfg, adata, model, sae, lat, ann.table, out, extras)
     res.update(steer); res.update(expr); timings.update(t_steer); timings.update(t_expr); figures.update(f_steer); figures.update(f_expr)

@@ -279,13 +279,14 @@ def train_default_sae(checkpoint=DEFAULT_CHECKPOINT, out=DEFAULT_SAE, cfg:SAETra
 
 # %% ../nbs/04b_sae.ipynb #40eab1a5
 def plot_sae_history(history:list, title:str='SAE training'):
-    "Training FVU (log scale) and dead-latent share against step."
+    "Training FVU (log scale) and dead-feature share (no activation in the last `dead_after_tokens` tokens) against training step; `title` over both panels."
     import matplotlib.pyplot as plt
     steps = [h['step'] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
-    a.plot(steps, [h['fvu'] for h in history]); a.set(yscale='log', xlabel='step', ylabel='training FVU', title=title)
-    b.plot(steps, [h['dead_frac'] for h in history]); b.set(xlabel='step', ylabel='dead share', ylim=(0, max(0.1, max(h['dead_frac'] for h in history) * 1.1)))
-    fig.tight_layout()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3.2), layout='constrained')
+    a.plot(steps, [h['fvu'] for h in history]); a.set(yscale='log', xlabel='training step', ylabel='FVU on training batches (log scale)')
+    b.plot(steps, [h['dead_frac'] for h in history]); b.set(xlabel='training step', ylabel='dead share (features not\nactive in recent tokens)', ylim=(0, max(0.1, max(h['dead_frac'] for h in history) * 1.1)))
+    b.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f'{v:.0%}'))
+    fig.suptitle(title)
     return fig
 
 # %% ../nbs/04b_sae.ipynb #5f967de4

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 import numpy as np, pandas as pd, torch
 from scipy.stats import ttest_rel
-from .core import DEFAULT_LAYER, CELL_TYPE_KEY, StepResult, cache_key, dense, memoized, model_fingerprint
+from .core import DEFAULT_LAYER, CELL_TYPE_KEY, StepResult, cache_key, dense, memoized, model_fingerprint, label_points
 from .go import go_enrichment
 from .annotate import RULES, GOContext, go_context, expressed_genes
 from .features import feature_stats
@@ -277,40 +277,53 @@ def _single_feature(adata, model, sae, features, cfg, small) -> SingleFeatureRes
 # %% ../nbs/08c_single_feature.ipynb #9bf19c70
 def plot_dose_response(dose:pd.DataFrame, # `SingleFeatureResult.dose`: alpha, gene, mean_change, se, feature, program
                        title:str='Single-feature steering: dose-response of each feature\'s top genes'):
-    "One panel per feature: mean readout change of its top genes vs α (SEM bars), α = 1 marked."
+    "One panel per feature: mean readout change of its top genes vs α (SEM bars), α = 1 marked; the genes listed below each panel, off the data."
     import matplotlib.pyplot as plt
     feats = list(dict.fromkeys(dose.feature))
-    fig, axes = plt.subplots(1, len(feats), figsize=(5 * len(feats), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(feats), figsize=(5 * len(feats) + 0.4, 4.6), squeeze=False, layout='constrained')
     for ax, f in zip(axes[0], feats):
         d = dose[dose.feature == f]
         for g, dg in d.groupby('gene', sort=False):
             ax.errorbar(dg.alpha, dg.mean_change, yerr=dg.se, marker='o', ms=3, capsize=2, label=g)
         ax.axhline(0, c='grey', lw=0.8); ax.axvline(1, c='grey', ls=':', lw=0.8)
-        ax.set(title=f'f{f}: {d.program.iloc[0]}', xlabel='α (feature scale; 1 = unchanged)', ylabel='mean readout change')
-        ax.legend(fontsize=7, ncol=2)
-    fig.suptitle(title); fig.tight_layout()
+        fmt = plt.ScalarFormatter(useMathText=True); fmt.set_powerlimits((-2, 3)); ax.yaxis.set_major_formatter(fmt)
+        ax.set(xlabel='α (feature scale; 1 = unchanged)', ylabel='mean readout change (log1p CP10k)'); ax.set_title(f'f{f}: {d.program.iloc[0]}', fontsize=11)
+        ax.legend(fontsize=8.5, ncol=3, loc='upper center', bbox_to_anchor=(0.5, -0.16), frameon=False, title='top genes', title_fontsize=8.5)
+    fig.suptitle(title)
     return fig
 
 # %% ../nbs/08c_single_feature.ipynb #5443a4b1
 def plot_volcano(signatures:dict, # `SingleFeatureResult.signatures`
-                 picks:pd.DataFrame, readout:str='unmasked', alphas=(2, -2), alpha_level:float=0.05):
-    "Rows: features; columns: α. Mean change vs −log10 p of the paired DE, Bonferroni-significant genes coloured; Jaccard of the symmetric signature in the row title."
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(picks), len(alphas), figsize=(4.6 * len(alphas), 3.6 * len(picks)), squeeze=False)
-    for row, pick in zip(axes, picks.itertuples()):
+                 picks:pd.DataFrame, readout:str='unmasked', alphas=(2, -2), alpha_level:float=0.05, n_label:int=4):
+    """Rows: features; columns: α. Mean change vs −log10 p of the paired DE, Bonferroni-significant genes coloured, the `n_label`
+    with the largest change named; each row's title gives the GO-term Jaccard of the symmetric signature and of its reverse."""
+    import matplotlib.pyplot as plt, textwrap
+    fig = plt.figure(figsize=(4.8 * len(alphas) + 0.4, 3.9 * len(picks) + 0.5), layout='constrained')
+    subs = fig.subfigures(len(picks), 1, squeeze=False)[:, 0]
+    a_ = lambda a: f'{a:g}'.replace('-', '−')
+    def j(o):
+        if o is None: return 'n/a'
+        return '— (no GO terms on either side)' if np.isnan(o['jaccard']) else f"{o['jaccard']:.2f} ({o['n_shared']} shared)"
+    todo = []
+    for sub, pick in zip(subs, picks.itertuples()):
         sig = signatures[int(pick.feature)][readout]
-        ov = sig['overlap']
+        row = sub.subplots(1, len(alphas), squeeze=False)[0]
+        sub.suptitle(textwrap.fill(f'f{pick.feature} ({pick.program}). GO-term Jaccard, α = 2 up vs α = −2 down: {j(sig["overlap"])}; '
+                                   f'reverse, α = 2 down vs α = −2 up: {j(sig["reverse"])}', 95), fontsize=10)
         for ax, a in zip(row, alphas):
             d = sig['de'][_akey(a)]
-            s = (d.p_bonferroni < alpha_level).to_numpy()
-            y = -np.log10(np.maximum(d.p.to_numpy(), 1e-300))
-            ax.scatter(d.mean_change[~s], y[~s], s=4, c='lightgrey')
-            ax.scatter(d.mean_change[s], y[s], s=5, c=np.where(d.mean_change[s] > 0, '#d62728', '#1f77b4'))
-            for i in np.flatnonzero(s)[np.argsort(-np.abs(d.mean_change.to_numpy()[s]), kind='stable')[:4]]:
-                ax.annotate(d.gene[i], (d.mean_change[i], y[i]), fontsize=7)
-            j = lambda o: 'n/a' if o is None else f"{o['jaccard']:.2f} ({o['n_shared']} shared)"
-            ax.set(title=f'f{pick.feature} ({pick.program}), α = {a:g}\nterm Jaccard: α=2 up vs α=−2 down {j(ov)}\nα=2 down vs α=−2 up {j(sig["reverse"])}',
-                   xlabel='mean change', ylabel='−log10 p')
-            ax.title.set_fontsize(8)
-    fig.suptitle(f'Paired DE of the {readout} readout, steered vs unsteered'); fig.tight_layout()
+            s = (d.p_bonferroni < alpha_level).to_numpy(); up = s & (d.mean_change > 0).to_numpy()
+            x, y = d.mean_change.to_numpy(), -np.log10(np.maximum(d.p.to_numpy(), 1e-300))
+            ax.scatter(x[~s], y[~s], s=5, c='lightgrey', lw=0, label='not significant')
+            ax.scatter(x[up], y[up], s=7, c='#d62728', lw=0, label=f'up (Bonferroni p < {alpha_level:g})')
+            ax.scatter(x[s & ~up], y[s & ~up], s=7, c='#1f77b4', lw=0, label='down')
+            fmt = plt.ScalarFormatter(useMathText=True); fmt.set_powerlimits((-2, 3)); ax.xaxis.set_major_formatter(fmt)
+            ax.set(xlabel='mean readout change, steered − unsteered', ylabel='−log10 p (paired t-test)'); ax.set_title(f'α = {a_(a)}', fontsize=10)
+            ax.margins(0.1)
+            top = np.flatnonzero(s)[np.argsort(-np.abs(x[s]), kind='stable')[:n_label]]
+            todo.append((ax, x[top], y[top], d.gene.to_numpy()[top], np.c_[x[s], y[s]]))
+    fig.legend(*fig.axes[0].get_legend_handles_labels(), loc='outside lower center', ncol=3, frameon=False, fontsize=9, markerscale=2.5)
+    fig.suptitle(f'Paired DE of the {readout} readout, steered vs unsteered')
+    fig.canvas.draw(); fig.set_layout_engine('none')  # freeze the layout, then place the gene labels
+    for ax, xs, ys, names, avoid in todo: label_points(ax, xs, ys, names, fontsize=8, avoid=avoid)
     return fig
