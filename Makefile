@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # one BLAS/torch thread per parallel notebook worker (2 workers on 2 cores)
 THREADS = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 
-.PHONY: install test report pretrain sae sae-seed1 expression-objective-full parity clean-cache upgrade-deps
+.PHONY: install test report pretrain sae sae-seed1 expression-objective-full parity clean-cache upgrade-deps bench
 
 install: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py constraints.txt
@@ -26,7 +26,7 @@ test: install
 	@if git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git status --porcelain -- cellsteer_nb)" ]; then \
 	  echo "cellsteer_nb/ differs from what nbs/ export: run nbdev_export and commit"; git status --porcelain -- cellsteer_nb; exit 1; fi
 	$(THREADS) $(BIN)/nbdev_test --n_workers 2
-	$(THREADS) $(BIN)/pytest -q tests
+	$(THREADS) $(BIN)/pytest -q -n 2 --dist loadfile tests   # two workers, one test file each at a time
 
 report: install
 	$(BIN)/python tools/run_notebooks.py
@@ -41,16 +41,26 @@ sae: install
 sae-seed1: install
 	$(BIN)/python -c "from cellsteer_nb.sae import train_default_sae, SAETrainConfig; from cellsteer_nb.core import ASSETS; train_default_sae(out=ASSETS/'sae_l12_seed1', cfg=SAETrainConfig(seed=1))"
 
-# The long reference fit of the expression objective and the final-layer variant (about 15 min on 1 core), against the
-# reduced configuration the report runs: writes reports/expression_objective_full.json, which the report links.
+# The long reference fit of the expression objective and the final-layer variant (unmasked readout, about 15 min on 1 core), and
+# on the masked-context readout a reference on a fixed sample of 12 source cells plus the report's masked configuration with and
+# without early stopping (about 25 min on 1 idle core), against the reduced configurations the report runs: writes
+# reports/expression_objective_full.json, which the report links. EXPROBJ_PARTS=masked reruns only the masked part.
+EXPROBJ_PARTS ?= unmasked,masked
 expression-objective-full: install
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python tools/expression_objective_full.py
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python tools/expression_objective_full.py --parts $(EXPROBJ_PARTS)
 
 # Parity of our model with modelgenerator's CellFoundationModel (tiny random config); a throw-away venv, not part of `make test`.
 parity:
 	test -x .venv-parity/bin/python || $(PYTHON) -m venv .venv-parity
 	.venv-parity/bin/pip install -q torch==2.13.0 transformers==4.38.0 "numpy<2" safetensors tqdm
 	PYTHONPATH=$(CURDIR) .venv-parity/bin/python tools/parity_aido.py
+
+# Benchmarks against what users would pick instead (bench/RESULTS.md, bench/results.json), one thread; not part of `make test`.
+# Makes the SAELens side venv if missing. About 1 h on 2 idle cores, ~45 min of it `make report` cold, warm and warm under cProfile in a temporary
+# clone; `make bench BENCH_ARGS=--skip-e2e` keeps the previous end-to-end numbers.
+bench: install
+	test -x .venv-saelens/bin/python || { $(PYTHON) -m venv .venv-saelens && .venv-saelens/bin/pip install -q torch==2.13.0 && .venv-saelens/bin/pip install -q sae-lens; }
+	$(THREADS) $(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean-cache:
 	rm -rf $${CELLSTEER_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/cellsteer_nb}
