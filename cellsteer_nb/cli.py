@@ -77,6 +77,7 @@ def load_inputs(data, label_key:str, source:str, target:str, markers=(), checkpo
 def run_report(data, label_key:str, source:str, target:str, out, markers=(), small:bool=False, checkpoint=None, sae=None,
                layer:int|None=None, seed:int=0, log=None) -> dict:
     "Steer `source` toward `target` cells of the `.h5ad` file `data` and write the report, results, tables, figures and AnnData to `out` (all or nothing)."
+    import json
     from cellsteer_nb.core import atomic_write, dumps_json, set_path, DEFAULT_CHECKPOINT
     from cellsteer_nb.report import analysis_results, model_summary, render_report, staged_output
     from cellsteer_nb.sae import DEFAULT_SAE
@@ -90,7 +91,8 @@ def run_report(data, label_key:str, source:str, target:str, out, markers=(), sma
         res['data'].update(file=str(data), label_key=label_key, checkpoint=str(checkpoint) if given_ckpt else 'the embedded default model',
                            sae=str(sae) if given_sae else 'the committed default SAE')
         set_path(res, 'config', cfg)
-        atomic_write(stage/'results.json', dumps_json(res))
+        atomic_write(stage/'results.json', text := dumps_json(res))
+        res = json.loads(text)   # the report shows exactly what the JSON holds
         atomic_write(stage/'report.md', render_report(res, figures))
         atomic_write(stage/'timings.json', dumps_json(timings))
         adata.write_h5ad(stage/'cellsteer.h5ad')

@@ -1,8 +1,11 @@
 """Reference run for `cellsteer_nb.exprobj`: the all-cell fits of the expression objective and the final-layer latent objective
 with every source cell measured exactly (no sample), more candidates and many more Gauss–Newton steps, against the reduced
-configuration the report runs; and the speed–accuracy trade-off of reduced configurations. Writes
-reports/expression_objective_full.json (rewritten after each part). Run: `OMP_NUM_THREADS=1 python tools/expression_objective_full.py`."""
-import json, os, sys, time
+configuration the report runs; and the speed–accuracy trade-off of reduced configurations (unmasked readout: the top-level keys).
+Under the key `masked`, the same for the report's headline masked-context readout on a fixed seeded sample of source cells (see
+`masked_part`), and the effect of early stopping on the report's masked configuration. Writes
+reports/expression_objective_full.json (rewritten after each part). Run: `OMP_NUM_THREADS=1 python tools/expression_objective_full.py`
+(`--parts masked` reruns only the masked part and keeps the other keys of an existing JSON)."""
+import argparse, json, os, sys, time
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np, pandas as pd, torch
@@ -13,12 +16,13 @@ from cellsteer_nb.hooks import embed_cells
 from cellsteer_nb.sae import DEFAULT_SAE, load_sae, sae_metadata
 from cellsteer_nb.features import feature_means
 from cellsteer_nb.latent import steering_inputs, moved_set, jaccard, SteeringConfig, steer_toward
-from cellsteer_nb.readout import layer_residuals
+from cellsteer_nb.readout import layer_residuals, readout
 from cellsteer_nb.steer import embedding_shift
 from cellsteer_nb.contrastive import fold_ids
-from cellsteer_nb.expression import reference_de
+from cellsteer_nb.expression import reference_de, gap_table, direction_shares
 from cellsteer_nb.exprobj import (ExprObjConfig, expression_objective_step, expression_objective, final_layer_objective, cell_outputs,
-                                  objective_gradients, pick_candidates, spread_sample, fd_jacobians, gauss_newton, _cos)
+                                  objective_gradients, pick_candidates, spread_sample, validation_cells, estimate_value, fd_jacobians,
+                                  gauss_newton, _cos)
 
 OUT = Path(os.environ.get('EXPROBJ_FULL_OUT', Path(__file__).resolve().parents[1]/'reports'/'expression_objective_full.json'))
 SMOKE = bool(os.environ.get('EXPROBJ_SMOKE'))  # a quick check of the script itself
@@ -26,11 +30,13 @@ REF = dict(n_candidates=4 if SMOKE else 64, max_iter=1 if SMOKE else 30, tol=1e-
 TRADEOFF = [dict(n_candidates=4, n_jacobian_cells=4, max_iter=1)] if SMOKE else [
     dict(n_candidates=24, n_jacobian_cells=8, max_iter=4), dict(n_candidates=48, n_jacobian_cells=16, max_iter=8),
     dict(n_candidates=48, n_jacobian_cells=32, max_iter=16)]
+# masked-context readout: a fixed seeded sample of source cells on which the objective is measured exactly (4 passes per cell)
+MASKED_SAMPLE = 6 if SMOKE else 12
+MASKED_REF = dict(n_candidates=4, max_iter=2, relinearise_every=1, tol=1e-6) if SMOKE else dict(n_candidates=32, max_iter=16, relinearise_every=8, tol=1e-6)
+MASKED_CONFIGS = [dict(n_candidates=4, n_jacobian_cells=3, max_iter=1)] if SMOKE else [
+    dict(n_candidates=24, n_jacobian_cells=8, max_iter=4), dict(n_candidates=24, n_jacobian_cells=12, max_iter=8)]
 
-def main():
-    torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 1)))
-    out = {'reference_config': REF, 'notes': 'all-cell fits (no cross-fitting); objective = fit + lambda ||alpha - 1||_1 measured exactly on every source cell'}
-    save = lambda: atomic_write(OUT, dumps_json(out))
+def setup():
     model, genes = load_checkpoint(DEFAULT_CHECKPOINT)
     sae = load_sae(DEFAULT_SAE, expect=sae_metadata()).requires_grad_(False)
     adata = align_to_panel(load_pbmc68k(), genes)
@@ -39,7 +45,12 @@ def main():
     src = labels == SOURCE
     lat = steer_toward(Z[src], F[src], W, cen[TARGET], SteeringConfig())
     lam_rel, latent_beta = lat.cv.lambda_1se / lat.cv.lams[0], lat.beta
-    top = np.argsort(-np.abs(reference_de(adata).effect.to_numpy()), kind='stable')[:100]
+    de = reference_de(adata)
+    top = np.argsort(-np.abs(de.effect.to_numpy()), kind='stable')[:100]
+    return model, sae, adata, labels, Z, F, W, cen, src, lam_rel, latent_beta, de, top
+
+def unmasked_part(out, save, model, sae, adata, labels, Z, F, W, cen, src, lam_rel, latent_beta, de, top):
+    out.update({'reference_config': REF, 'notes': 'all-cell fits (no cross-fitting); objective = fit + lambda ||alpha - 1||_1 measured exactly on every source cell'})
     cfg = ExprObjConfig()
     t0 = time.perf_counter(); red = expression_objective_step(adata, model, sae, top, 1 + latent_beta, lam_rel, cfg)
     out['reduced'] = {**red.to_json(), 'config': asdict(cfg), 'wall_s_including_cache': time.perf_counter() - t0}
@@ -102,6 +113,112 @@ def main():
             mu = a['z_final_target'].mean(0)
             r['fraction_closer_in_sample'] = float((np.linalg.norm(O_ref - mu, axis=1) < np.linalg.norm(O0[1] - mu, axis=1)).mean())
         out[names[k]] = r; save()
+
+def _step_summary(res, de, top, sec):
+    "What early stopping changes in one run of the report's masked step: objectives, where each fit stopped, held-out shares."
+    e, fl, r = res.expression_objective, res.final_layer, res.readouts
+    shares = direction_shares(gap_table(de, r['source'].mean(0), r['target'].mean(0), r['steered_heldout'].mean(0)))
+    keep = ['objective_alpha1', 'objective_fit', 'objective_heldout_alpha1', 'objective_heldout', 'n_moved_features', 'n_nonzero_features',
+            'fraction_farther_latent', 'alpha_cosine_with_latent', 'gauss_newton_steps', 'stopped_at', 'kept_step', 'early_stopped']
+    return {'expression_objective': {**{k: e[k] for k in keep}, 'heldout_up_correct_share': shares['up_correct_share'],
+                                     'heldout_down_correct_share': shares['down_correct_share'], 'n_up': shares['n_up'], 'n_down': shares['n_down']},
+            'final_layer': {k: fl[k] for k in ['objective_fit', 'fraction_closer_heldout', 'n_moved_features', 'gauss_newton_steps', 'stopped_at', 'kept_step', 'early_stopped']},
+            'seconds': res.timings['total_s'], 'fits_seconds': res.timings['fits_s'], 'wall_s_including_cache': sec}
+
+def masked_part(out, save, model, sae, adata, labels, Z, F, W, cen, src, lam_rel, latent_beta, de, top, steps=True, sample=True):
+    """The masked-context readout (the report's headline). (1) The report's configuration (`ExprObjConfig.for_readout('masked')`,
+    cross-fitted) with early stopping (the default) and without. (2) Reference vs reduced fits of the expression objective on a fixed
+    seeded sample of source cells: every fit solves the same problem, the objective (report's target, weights and λ) on the sample's
+    mean steered readout, measured exactly on all sample cells; the reference has Jacobians on every sample cell, more candidates,
+    re-linearisation and many more steps; the reduced ones Jacobians on a subset, with and without early stopping on the rest."""
+    m = out.setdefault('masked', {})
+    m['notes'] = 'masked-context readout; see tools/expression_objective_full.py masked_part'
+    cfg = ExprObjConfig.for_readout('masked')
+    if steps:
+        rc = m['report_config'] = {'config': asdict(cfg), 'early_stopping_config': {'n_val_cells': 8, 'patience': cfg.patience}}
+        for name, c in (('early_stopping', ExprObjConfig.for_readout('masked', n_val_cells=8)), ('no_early_stopping', cfg)):
+            t0 = time.perf_counter(); r = expression_objective_step(adata, model, sae, top, 1 + latent_beta, lam_rel, c)
+            rc[name] = _step_summary(r, de, top, time.perf_counter() - t0); rc['lambda'] = r.expression_objective['lambda']; save()
+    if not sample: return
+    vs, ds = model_inputs(adata[src], model)
+    vt, dt = model_inputs(adata[labels == TARGET], model)
+    res_s = layer_residuals(model, vs, ds, sae.cfg.hook_layer, cfg.n_masks, cfg.seed)
+    res_t = layer_residuals(model, vt, dt, sae.cfg.hook_layer, cfg.n_masks, cfg.seed)
+    n, p = int(src.sum()), sae.cfg.d_sae
+    folds = fold_ids(n, cfg.n_folds, cfg.seed)
+    # the report's masked objective and lambda, by the step's own rule (lambda_rel x lambda_max from the gradient on its grad cells)
+    y_s, y_t = readout(model, res_s, 'masked'), readout(model, res_t, 'masked')
+    obj = expression_objective(y_s, y_t, top)
+    g_rep = objective_gradients(model, sae, res_s, np.arange(n), [obj], [obj.select({'readout': y_s.astype(np.float64)})],
+                                spread_sample(folds, cfg.n_grad_cells, cfg.seed + 1), kind='masked')[0]
+    lam = lam_rel * float(np.abs(g_rep).max())
+    a = {'y_source': y_s.astype(np.float64)}
+    S = spread_sample(folds, MASKED_SAMPLE, seed=3)
+    O0 = obj.select({'readout': a['y_source']})[S]   # the sample's unsteered masked readout of the genes
+    def outputs(cells, beta):
+        with torch.inference_mode():
+            o = cell_outputs(model, sae, res_s, cells, torch.as_tensor(beta, dtype=torch.float32).expand(len(cells), p), ('readout',), 'masked', batch_size=cfg.batch_size)
+        return obj.select(o).double().numpy()
+    def exact(beta): return obj.value(outputs(S, beta)) + lam * np.abs(beta).sum()
+    P0 = obj.value(O0)
+    t0 = time.perf_counter(); grad = objective_gradients(model, sae, res_s, S, [obj], [O0], kind='masked')[0]; t_grad = time.perf_counter() - t0
+    m['sample'] = {'n_cells': len(S), 'cells': S.tolist(), 'rule': 'spread_sample(fold_ids(n_source, 5, 0), n, seed=3): dealt round-robin over the 5 folds',
+                   'lambda': lam, 'lambda_rule': "the report's masked step's lambda (lambda_rel x its lambda_max)", 'lambda_max_sample': float(np.abs(grad).max()),
+                   'objective_alpha1': P0, 'gradient_s': t_grad,
+                   'objective': 'sum_g w_g (mean_{i in sample} y_ig(alpha) - t_g)^2 + lambda ||alpha - 1||_1, t and w from all source/target cells (the report\'s)'}
+    save()
+    def fit(K, cells, max_iter, tol, val=None, relin_every=None, J0=None):
+        cand = pick_candidates(grad, latent_beta, K)
+        def full(b):
+            B = np.zeros(p, np.float32); B[cand] = b; return B
+        t0 = time.perf_counter()
+        J = fd_jacobians(model, sae, res_s, cells, cand, [obj], cfg.fd_step, kind='masked', batch_size=cfg.batch_size)[0][0] if J0 is None else J0
+        t_jac = time.perf_counter() - t0
+        validate = None if val is None or not len(val) else (lambda b: estimate_value(obj, O0, O0[np.searchsorted(S, val)], outputs(val, full(b)) if np.any(b) else O0[np.searchsorted(S, val)]) + lam * np.abs(b).sum())
+        relin = None if relin_every is None else (lambda b: fd_jacobians(model, sae, res_s, cells, cand, [obj], cfg.fd_step, full(b), kind='masked', batch_size=cfg.batch_size)[0][0])
+        b, info = gauss_newton(obj, lam, O0, O0[np.searchsorted(S, cells)], J, lambda b: outputs(cells, full(b)), max_iter, tol, cfg.radius, True,
+                               relin, relin_every or 1, validate, cfg.patience)
+        sec = time.perf_counter() - t0
+        beta = full(b).astype(np.float64)
+        return beta, info, {'seconds': sec, 'jacobian_seconds': t_jac, 'objective_exact': exact(beta), 'objective_estimate': info['objective'],
+                            'iterations': info['iterations'], 'kept_step': info['kept_step'], 'early_stopped': info['early_stopped'],
+                            'n_moved_features': len(moved_set(beta)), 'n_nonzero_features': int((beta != 0).sum())}, J, cand
+    m['configs'] = []; betas = {}
+    for tc in MASKED_CONFIGS:
+        cells = S[spread_sample(folds[S], tc['n_jacobian_cells'], seed=cfg.seed)]
+        beta, info, row, J, cand = fit(tc['n_candidates'], cells, tc['max_iter'], cfg.tol)
+        rest = np.setdiff1d(S, cells)
+        val = np.sort(rest[np.random.default_rng(cfg.seed + 2).permutation(len(rest))][:8])   # early stopping as in the measured step: up to 8 cells
+        row = {**tc, 'no_early_stopping': row}
+        if len(val):
+            beta_es, _, row_es, _, _ = fit(tc['n_candidates'], cells, tc['max_iter'], cfg.tol, val=val, J0=J)
+            row_es['seconds'] += row['no_early_stopping']['jacobian_seconds']; row_es['jacobian_seconds'] = row['no_early_stopping']['jacobian_seconds']
+            row['early_stopping'] = {**row_es, 'n_validation_cells': len(val)}
+        m['configs'].append(row); betas[tuple(tc.values())] = beta; save()
+    ref_beta, info, row, _, _ = fit(MASKED_REF['n_candidates'], S, MASKED_REF['max_iter'], MASKED_REF['tol'], relin_every=MASKED_REF['relinearise_every'])
+    P_ref = row['objective_exact']
+    m['reference'] = {**MASKED_REF, 'n_jacobian_cells': len(S), **row, 'objective_alpha1': P0, 'history': info['history'],
+                      'alpha_cosine_with_latent': _cos(ref_beta, latent_beta), 'moved_set_jaccard_with_layer12': jaccard(moved_set(ref_beta), moved_set(latent_beta))}
+    for row, beta in zip(m['configs'], betas.values()):
+        for k in ('no_early_stopping', 'early_stopping'):
+            if k in row:
+                r = row[k]; r['objective_relative_excess_vs_reference'] = (r['objective_exact'] - P_ref) / P_ref
+                r['fraction_of_reference_decrease_reached'] = (P0 - r['objective_exact']) / (P0 - P_ref)
+        row['no_early_stopping']['alpha_cosine_with_reference'] = _cos(beta, ref_beta)
+        row['no_early_stopping']['moved_set_jaccard_with_reference'] = jaccard(moved_set(beta), moved_set(ref_beta))
+    save()
+
+def main():
+    ap = argparse.ArgumentParser(); ap.add_argument('--parts', default='unmasked,masked', help='comma-separated: unmasked, masked (= masked-steps and masked-sample)')
+    parts = ap.parse_args().parts.split(',')
+    torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 1)))
+    out = json.loads(OUT.read_text()) if 'unmasked' not in parts and OUT.exists() else {}
+    save = lambda: atomic_write(OUT, dumps_json(out))
+    ctx = setup()
+    if 'unmasked' in parts: unmasked_part(out, save, *ctx)
+    st, sa = 'masked' in parts or 'masked-steps' in parts, 'masked' in parts or 'masked-sample' in parts
+    if st or sa: masked_part(out, save, *ctx, steps=st, sample=sa)
     print(dumps_json(out))
 
 if __name__ == '__main__': main()
+
