@@ -9,7 +9,7 @@ from cellsteer_nb.core import DEFAULT_CHECKPOINT
 from cellsteer_nb.data import load_pbmc68k
 from cellsteer_nb.model import load_checkpoint, WEIGHTS_FILE
 from cellsteer_nb.reference import BARS, close_enough
-from cellsteer_nb.report import foundation_results, report_config
+from cellsteer_nb.report import foundation_results, probe_results, report_config
 from cellsteer_nb.model import model_inputs
 from cellsteer_nb.sae import DEFAULT_SAE, load_sae, sae_metadata, sae_step
 from cellsteer_nb.annotate import annotation_step
@@ -35,6 +35,7 @@ def full_results(tmp_path_factory):
     mp.setenv('CELLSTEER_CACHE', str(tmp_path_factory.mktemp('cache')))  # cold cache: recompute everything; restored afterwards
     cfg = report_config(small=False)
     res, timings, adata, model = foundation_results(cfg)
+    res.update(probe_results(cfg, adata, model))   # the layer-12 embedding of every cell and the CD4 T vs CD8 T probe
     sae = load_sae(DEFAULT_SAE, expect=sae_metadata())
     res['sae'] = sae_step(model, sae, *model_inputs(adata, model), timing_steps=cfg['sae_timing_steps']).to_json()
     yield res, timings, adata, model, sae
