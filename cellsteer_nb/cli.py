@@ -112,7 +112,7 @@ def summary_lines(res:dict) -> list:
         + '; '.join(f"toward {t}: {pct(w['fraction_closer_to_cd8'])} closer to {c['target']}" for t, w in s['wrong_target'].items()),
         f"  expression ({e['headline_readout']} readout): genes up in {c['target']} moved the right way {pct(h['up_correct_share'])}, down {pct(h['down_correct_share'])}"
         f" (matched random features {pct(h['null_up_correct_share'])} / {pct(h['null_down_correct_share'])})"
-        + ''.join(f"; {g} gap fraction {h.get(g.lower() + '_gap_fraction')}" for g in c['markers'])]
+        + ''.join(f"; {g} gap fraction " + ('—' if h.get(g.lower() + '_gap_fraction') is None else f"{h[g.lower() + '_gap_fraction']:.2f}") for g in c['markers'])]
 
 # %% ../nbs/10_cli.ipynb #76b8e9e0
 def build_parser() -> argparse.ArgumentParser:
