@@ -46,8 +46,7 @@ def wrong_targets(counts, source:str, target:str, n:int=3, min_cells:int=10) -> 
 def _checked(option:str, f, *args, **kwargs):
     "`f(*args, **kwargs)`, its input errors turned into one `InputError` prefixed by the option they concern."
     try: return f(*args, **kwargs)
-    except FileNotFoundError as e: raise InputError(f'{option}: {one_line(e)}') from e
-    except (KeyError, ValueError) as e: raise InputError(f'{option}: {one_line(e)}') from e
+    except (FileNotFoundError, KeyError, ValueError) as e: raise InputError(f'{option}: {one_line(e)}') from e
 
 def load_inputs(data, label_key:str, source:str, target:str, markers=(), checkpoint=None, sae=None, layer:int|None=None,
                 small:bool=False, seed:int=0) -> tuple:
@@ -79,7 +78,8 @@ def run_report(data, label_key:str, source:str, target:str, out, markers=(), sma
     "Steer `source` toward `target` cells of the `.h5ad` file `data` and write the report, results, tables, figures and AnnData to `out` (all or nothing)."
     import json
     from cellsteer_nb.core import atomic_write, dumps_json, set_path, DEFAULT_CHECKPOINT
-    from cellsteer_nb.report import analysis_results, model_summary, render_report, staged_output
+    from cellsteer_nb.pretrain import model_summary
+    from cellsteer_nb.report import analysis_results, render_report, staged_output
     from cellsteer_nb.sae import DEFAULT_SAE
     out = check_out(out)
     adata, model, sae_model, cfg = load_inputs(data, label_key, source, target, markers, checkpoint, sae, layer, small, seed)
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--target', required=True, metavar='LABEL', help='label of the cells to steer toward')
     r.add_argument('--markers', default='', metavar='G1,G2', help='comma-separated genes whose gap fractions are reported (default: none)')
     r.add_argument('--out', required=True, metavar='DIR', help='output folder (created if missing; files of an earlier run are replaced only when this run completes)')
-    r.add_argument('--small', action='store_true', help='reduced configuration for quick looks and tests: at most 20 cells per label, 2 × 5 probe folds, 5 control draws, 200 bootstrap resamples')
+    r.add_argument('--small', action='store_true', help='reduced configuration for quick looks and tests: at most 20 cells per label, 2 × 5 probe folds, 3 control draws, 200 bootstrap resamples, no Adam comparison')
     r.add_argument('--checkpoint', default=None, metavar='DIR', help='model checkpoint folder (model.safetensors, config.json, genes.txt); default: the embedded 18 × 64 model')
     r.add_argument('--sae', default=None, metavar='DIR', help='SAE folder trained on that checkpoint and layer (SAELens layout); default: the committed layer-12 SAE')
     r.add_argument('--layer', type=int, default=12, help='hooked layer (0-based; the residual stream after encoder.layer[LAYER])')
@@ -147,13 +147,14 @@ def _silence_progress():
     def quiet_init(self, *args, **kwargs): kwargs['disable'] = True; init(self, *args, **kwargs)
     tqdm.std.tqdm.__init__ = quiet_init
 
-_warned = set()
-
-def _one_line_warnings(message, category, filename, lineno, file=None, line=None):
-    "Each warning once (those differing only in their numbers count as one), on one line."
+def _one_line_warnings():
+    "A `warnings.showwarning` printing each warning once (those differing only in their numbers count as one), on one line."
     import re
-    msg = ' '.join(str(message).split()); kind = re.sub(r'[0-9.e+-]+', '#', msg)
-    if kind not in _warned: _warned.add(kind); print(f'cellsteer: warning: {msg}', file=sys.stderr)
+    seen = set()
+    def show(message, category, filename, lineno, file=None, line=None):
+        msg = ' '.join(str(message).split()); kind = re.sub(r'[0-9.e+-]+', '#', msg)
+        if kind not in seen: seen.add(kind); print(f'cellsteer: warning: {msg}', file=sys.stderr)
+    return show
 
 def main(argv=None) -> int:
     "Run the command line with `argv` (default: `sys.argv[1:]`); the exit status: 0 done, 1 failed, 2 bad input, 130 interrupted."
@@ -167,7 +168,7 @@ def main(argv=None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', FutureWarning); warnings.simplefilter('ignore', DeprecationWarning)
-            warnings.showwarning = _one_line_warnings
+            warnings.showwarning = _one_line_warnings()
             res = run_report(args.data, args.label_key, args.source, args.target, args.out, markers, args.small, args.checkpoint, args.sae,
                              args.layer, args.seed, log)
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DEFAULT_MODEL', 'PretrainConfig', 'sample_batch', 'weighted_mse', 'evaluate', 'init_for_pretraining', 'lr_factor',
            'pretrain', 'plot_training', 'write_model_card', 'probe_monitor', 'train_default', 'ModelQuality',
-           'model_step', 'ProbeResult', 'random_model', 'probe_step']
+           'model_summary', 'model_step', 'ProbeResult', 'random_model', 'probe_step']
 
 # %% ../nbs/02_pretrain.ipynb #c8d060a7
 import json, math, time
@@ -206,10 +206,18 @@ class ModelQuality(StepResult):
     heldout_mse:float; mean_baseline_mse:float; heldout_unmasked_mse:float
     extract_cells_per_s:float = field(default=float('nan'), metadata={'json': False})
 
+# %% ../nbs/02_pretrain.ipynb #5ee2b79d
+def model_summary(model, checkpoint, layer:int=DEFAULT_LAYER) -> dict:
+    "Architecture and size of a checkpoint: the report's `model` keys that need no evaluation."
+    from cellsteer_nb.model import WEIGHTS_FILE
+    c = model.config
+    return {'n_layers': c.num_hidden_layers, 'hidden': c.hidden_size, 'n_genes': c.max_position_embeddings,
+            'n_parameters': sum(p.numel() for p in model.parameters()), 'checkpoint_bytes': (Path(checkpoint)/WEIGHTS_FILE).stat().st_size, 'layer': layer}
+
 # %% ../nbs/02_pretrain.ipynb #bdeac4f1
 def model_step(model, adata, checkpoint=DEFAULT_CHECKPOINT, layer:int=DEFAULT_LAYER, seed:int=0, n_timing_cells:int=64) -> ModelQuality:
     "Held-out quality of `model` on `adata` (all cells it was pretrained from, aligned to its panel) under the checkpoint's recorded split."
-    from cellsteer_nb.model import model_inputs, WEIGHTS_FILE
+    from cellsteer_nb.model import model_inputs
     f = Path(checkpoint)/'training.json'
     pcfg = PretrainConfig(**(json.loads(f.read_text()).get('pretrain_config', {}) if f.exists() else {}))
     train_cells, heldout_cells = split_cells(adata.n_obs, pcfg.heldout_frac, pcfg.seed)
@@ -217,10 +225,9 @@ def model_step(model, adata, checkpoint=DEFAULT_CHECKPOINT, layer:int=DEFAULT_LA
     q = evaluate(model, values, depth, train_cells, heldout_cells, seed=seed)
     n_t = min(n_timing_cells, adata.n_obs)
     t0 = time.perf_counter(); layer_embeddings(model, values[:n_t], depth[:n_t], layer, desc=None)
-    c = model.config
-    return ModelQuality(c.num_hidden_layers, c.hidden_size, c.max_position_embeddings, sum(p.numel() for p in model.parameters()),
-                        (Path(checkpoint)/WEIGHTS_FILE).stat().st_size, layer, len(heldout_cells), q['heldout_mse'], q['mean_baseline_mse'],
-                        q['heldout_unmasked_mse'], n_t / (time.perf_counter() - t0))
+    return ModelQuality(**model_summary(model, checkpoint, layer), n_heldout_cells=len(heldout_cells), heldout_mse=q['heldout_mse'],
+                        mean_baseline_mse=q['mean_baseline_mse'], heldout_unmasked_mse=q['heldout_unmasked_mse'],
+                        extract_cells_per_s=n_t / (time.perf_counter() - t0))
 
 # %% ../nbs/02_pretrain.ipynb #8f0c7c49
 @dataclass

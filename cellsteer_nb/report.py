@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['OTHER_SEED_SAE', 'README_MARKERS', 'staged_output', 'report_config', 'foundation_results', 'probe_results',
-           'steering_bars', 'expression_objective_bars', 'model_summary', 'render_report', 'steering_results',
-           'expression_results', 'analysis_results', 'write_report', 'headline_lines', 'update_readme']
+           'steering_bars', 'expression_objective_bars', 'render_report', 'steering_results', 'expression_results',
+           'analysis_results', 'write_report', 'headline_lines', 'update_readme']
 
 # %% ../nbs/09_report.ipynb #596ef3e3
 import glob, json, os, shutil, tempfile, time
@@ -16,7 +16,7 @@ from .core import (atomic_write, dumps_json, save_figure, set_path, in_test, DEF
                                FBAR_KEY, CELL_TYPE_KEY, SOURCE, TARGET)
 from .data import load_pbmc68k, subsample_types, align_to_panel, check_groups
 from .model import load_checkpoint, model_inputs
-from .pretrain import model_step, probe_step
+from .pretrain import model_step, model_summary, probe_step
 from .hooks import embed_cells, umap_coords, plot_embedding
 from .sae import DEFAULT_SAE, load_sae, sae_metadata, sae_step, plot_sae_history
 from .annotate import RULES, annotation_step, plot_feature_genes, plot_share_by_size
@@ -437,15 +437,6 @@ def _header_lines(res:dict) -> list:
         f"scaling SAE features. {run} Its figures are shown beside the seed's"
         + (' where the seed reported one' if _seed_pair(res) else ' only for what does not depend on the pair of labels (the seed steered CD4 T → CD8 T)')
         + '; they are measurements, not targets.', '']
-
-
-# %% ../nbs/09_report.ipynb #2985bd67
-def model_summary(model, checkpoint, layer:int=DEFAULT_LAYER) -> dict:
-    "Architecture and size of a checkpoint (the report's `model` keys that need no evaluation)."
-    from cellsteer_nb.model import WEIGHTS_FILE
-    c = model.config
-    return {'n_layers': c.num_hidden_layers, 'hidden': c.hidden_size, 'n_genes': c.max_position_embeddings,
-            'n_parameters': sum(p.numel() for p in model.parameters()), 'checkpoint_bytes': (Path(checkpoint)/WEIGHTS_FILE).stat().st_size, 'layer': layer}
 
 
 # %% ../nbs/09_report.ipynb #4a1ca057
