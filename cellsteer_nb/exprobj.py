@@ -331,7 +331,7 @@ def expression_objective_step(adata, model, sae, genes, latent_alpha, lambda_rel
     final-layer latent objective, each with lambda = `lambda_rel` × its own lambda_max; score them against the layer-12 solution
     `latent_alpha`. `adata` holds the layer-12 embeddings and feature means (`hooks.embed_cells`, `features.feature_means`)."""
     model.eval(); sae.requires_grad_(False)
-    labels, Z, F, W, cen, _ = steering_inputs(adata, sae.W_dec.detach().numpy())
+    labels, Z, F, W, cen, _ = steering_inputs(adata, sae.W_dec.detach().cpu().numpy())
     src, tgt = labels == source, labels == target
     (vs, ds), (vt, dt) = model_inputs(adata[src], model), model_inputs(adata[tgt], model)
     res_s, res_t = (layer_residuals(model, v, d, sae.cfg.hook_layer, cfg.n_masks, cfg.seed) for v, d in ((vs, ds), (vt, dt)))

@@ -21,7 +21,7 @@ def unit_gene_stats(store:ActivationStore, encode, cells=None, desc:str|None='un
     cells = np.arange(store.n_cells) if cells is None else np.asarray(cells)
     total = active = None; cell_mean = []
     for c in tqdm(cells, desc=desc, disable=desc is None):
-        a = encode(torch.from_numpy(store.cell_tokens(int(c)))).double()
+        a = encode(torch.from_numpy(store.cell_tokens(int(c)))).double().cpu()
         if total is None: total, active = torch.zeros_like(a), torch.zeros_like(a)
         total += a; active += a > 0; cell_mean.append(a.mean(0))
     return {'gene_mean': (total / len(cells)).T.float().numpy(), 'gene_active': (active / len(cells)).T.float().numpy(),

@@ -46,7 +46,7 @@ def edit_layer(model:CellFoundation, fn, layer:int=DEFAULT_LAYER):
 def layer_embeddings(model:CellFoundation, values, depth, layer:int=DEFAULT_LAYER, batch_size:int=32, desc:str|None='layer embeddings') -> np.ndarray:
     "Mean over gene tokens of the residual after `encoder.layer[layer]`, `(cells, hidden)` float32."
     model.eval(); _check_layer(model, layer)
-    return torch.cat([model(values[s], depth[s], stop_after=layer).mean(1) for s in batches(len(values), batch_size, desc)]).numpy()
+    return torch.cat([model(values[s], depth[s], stop_after=layer).mean(1).cpu() for s in batches(len(values), batch_size, desc)]).numpy()
 
 # %% ../nbs/03_hooks.ipynb #b715ca48
 EMBED_DEPS = ('model', 'hooks')  # modules whose source enters the embedding's cache key

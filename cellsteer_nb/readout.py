@@ -34,7 +34,7 @@ def residual_at(model:CellFoundation, values:torch.Tensor, depth:torch.Tensor, l
 # %% ../nbs/08_readout.ipynb #7c8c1153
 def run_from(model:CellFoundation, x:torch.Tensor, layer:int=DEFAULT_LAYER, sae:TopKSAE|None=None, beta:torch.Tensor|None=None) -> torch.Tensor:
     "Expression readout `(cells, n)` from the residual `x` after `encoder.layer[layer]`; with `sae` and `beta = α − 1`, the gene tokens are steered first."
-    n = x.shape[1] - 2
+    x, n = x.to(model.device), x.shape[1] - 2
     if beta is not None:
         if sae is None or sae.cfg.hook_layer != layer: raise ValueError(f'steering at layer {layer} needs an SAE trained on that layer')
         x = torch.cat([add_scaled_features(x[:, :n], sae, beta), x[:, n:]], 1)
@@ -53,7 +53,7 @@ def masked_values(values:torch.Tensor, mask:np.ndarray, mask_value:float) -> tor
 @torch.inference_mode()
 def _residuals(model, values, depth, layer, masks, batch_size) -> dict:
     inputs = [values] + [masked_values(values, m, model.config.mask_token_id) for m in masks]
-    res = [torch.cat([residual_at(model, v[s], depth[s], layer) for s in batches(len(v), batch_size, None)]).numpy() for v in inputs]
+    res = [torch.cat([residual_at(model, v[s], depth[s], layer).cpu() for s in batches(len(v), batch_size, None)]).numpy() for v in inputs]
     return {'unmasked': res[0], 'masked': np.stack(res[1:]), 'masks': masks}
 
 def layer_residuals(model:CellFoundation, values:torch.Tensor, depth:torch.Tensor, layer:int=DEFAULT_LAYER, n_masks:int=4,
@@ -80,10 +80,10 @@ def _pass(model, x, cells, layer, sae, beta, batch_size, desc, final) -> tuple:
         b = beta if beta is None or beta.ndim == 1 else beta[s]
         got = {}
         h = model.encoder.layer[-1].register_forward_hook(lambda m, i, o: got.setdefault('x', o)) if final else None
-        try: ys.append(run_from(model, xs, layer, sae, b))
+        try: ys.append(run_from(model, xs, layer, sae, b).cpu())
         finally:
             if h is not None: h.remove()
-        if final: zs.append(got['x'][:, :xs.shape[1] - 2].mean(1))
+        if final: zs.append(got['x'][:, :xs.shape[1] - 2].mean(1).cpu())
     return torch.cat(ys), (torch.cat(zs) if final else None)
 
 def run_readout(model:CellFoundation, res:dict, kind:str='unmasked', cells=None, sae:TopKSAE|None=None, beta:torch.Tensor|None=None,

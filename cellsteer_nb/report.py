@@ -520,7 +520,7 @@ OTHER_SEED_SAE = DEFAULT_SAE.parent/'sae_l12_seed1'  # the default SAE's recipe 
 
 def steering_results(cfg:dict, adata, model, sae, features, coords, reducer, out:Path, checkpoint=DEFAULT_CHECKPOINT) -> tuple:
     "(results `{'steering', 'go'}`, timings, figure paths, the `LatentResult`) of steering `cfg['source']` toward `cfg['target']` on `adata`; writes `steering_alpha.csv` and figures under `out`."
-    W = sae.W_dec.detach().numpy()
+    W = sae.W_dec.detach().cpu().numpy()
     feature_means(adata, model, sae)
     scfg = SteeringConfig(source=cfg['source'], target=cfg['target'], wrong_targets=tuple(cfg['wrong_targets']), seed=cfg['seed'],
                           n_random=cfg['steer_random_draws'], n_boot=cfg['steer_boot'], compare_adam=cfg['steer_compare_adam'])
@@ -532,7 +532,7 @@ def steering_results(cfg:dict, adata, model, sae, features, coords, reducer, out
     if cfg['steer_sae_seed_stability'] and OTHER_SEED_SAE.exists():
         other = load_sae(OTHER_SEED_SAE, expect=sae_metadata(checkpoint))
         F_other = feature_stats(model, other, *model_inputs(adata, model))['cell_mean'][src]
-        steering['seed_stability'] = seed_stability(Zs, adata.obsm[FBAR_KEY][src], F_other, W, other.W_dec.detach().numpy(), mu_t, scfg)
+        steering['seed_stability'] = seed_stability(Zs, adata.obsm[FBAR_KEY][src], F_other, W, other.W_dec.detach().cpu().numpy(), mu_t, scfg)
     atomic_write(out/'steering_alpha.csv', pd.DataFrame({'feature': np.arange(len(lat.alpha)), 'alpha': lat.alpha}).to_csv(index=False, float_format='%.9g', lineterminator='\n'))
     figures = {'steer_path': 'figures/steering_lasso_path.png', 'steer_controls': 'figures/steering_controls.png',
                'steer_scatter': 'figures/steering_distance_scatter.png', 'steer_umap': 'figures/steering_umap.png'}

@@ -70,7 +70,10 @@ class TopKSAE(nn.Module):
         self.W_enc = nn.Parameter(W_dec.T.clone().contiguous())
         self.b_enc, self.b_dec = nn.Parameter(torch.zeros(cfg.d_sae)), nn.Parameter(torch.zeros(cfg.d_in))
 
-    def pre_acts(self, x): return (x - self.b_dec) @ self.W_enc + self.b_enc
+    @property
+    def device(self) -> torch.device: return self.b_dec.device
+
+    def pre_acts(self, x): return (x.to(self.device) - self.b_dec) @ self.W_enc + self.b_enc
 
     def encode(self, x):
         "Sparse codes `(..., d_sae)`: ReLU of the top-k pre-activations, zeros elsewhere."
@@ -179,7 +182,7 @@ def sae_quality(sae:TopKSAE, store:ActivationStore, cells) -> dict:
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
     for c in cells:
         x = torch.from_numpy(store.cell_tokens(int(c)))
-        x_hat, f = sae(x)
+        x_hat, f = (t.cpu() for t in sae(x))
         sse += (x - x_hat).double().pow(2).sum().item(); sx_gene += x.double(); sxx += x.double().pow(2).sum().item()
         l0 += (f > 0).sum().item(); fired |= (f > 0).any(0)
     n_cells = len(cells); n = n_cells * store.n_genes
@@ -199,11 +202,11 @@ def spliced_loss(model, sae:TopKSAE, values, depth, gene_means, mask_rate:float=
     masked = torch.rand(values.shape, generator=torch.Generator().manual_seed(seed)) < mask_rate
     x_in = values.masked_fill(masked, model.config.mask_token_id)
     def loss():
-        pred = torch.cat([model(x_in[s], depth[s]) for s in batches(len(values), batch_size)])
+        pred = torch.cat([model(x_in[s], depth[s]).cpu() for s in batches(len(values), batch_size)])
         return ((pred - values)[masked] ** 2).mean().item()
     model.eval(); clean = loss()
     with edit_layer(model, lambda x: sae(x)[0], sae.cfg.hook_layer): spliced = loss()
-    with edit_layer(model, lambda x: gene_means.expand_as(x), sae.cfg.hook_layer): ablated = loss()
+    with edit_layer(model, lambda x: gene_means.to(x.device).expand_as(x), sae.cfg.hook_layer): ablated = loss()
     return {'loss_clean': clean, 'loss_sae': spliced, 'loss_ablated': ablated,
             'loss_recovered': (ablated - spliced) / (ablated - clean) if ablated != clean else float('nan')}
 

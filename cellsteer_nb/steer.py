@@ -26,7 +26,7 @@ def as_alpha(alpha, d_sae:int, per_cell:bool=False) -> torch.Tensor:
 def add_scaled_features(x:torch.Tensor, sae:TopKSAE, beta:torch.Tensor) -> torch.Tensor:
     "`x + ((α − 1) ⊙ f(x)) W_dec` for residuals `x` `(..., tokens, d)`; `beta = α − 1` is `(p,)`, or `(cells, p)` for one α per cell."
     if beta.ndim == 2: beta = beta[:, None, :]
-    return x + (sae.encode(x) * beta) @ sae.W_dec.detach()
+    return x + (sae.encode(x) * beta.to(x.device)) @ sae.W_dec.detach()
 
 # %% ../nbs/06_steer.ipynb #060d93d0
 @contextmanager
@@ -41,7 +41,7 @@ def steered_embeddings(model, sae:TopKSAE, values, depth, alpha, batch_size:int=
     "Mean over gene tokens of the steered residual at the SAE's hook layer, `(cells, d)` float32."
     model.eval(); _check_layer(model, sae.cfg.hook_layer)
     with steer(model, sae, alpha):
-        return torch.cat([model(values[s], depth[s], stop_after=sae.cfg.hook_layer).mean(1) for s in batches(len(values), batch_size, desc)]).numpy()
+        return torch.cat([model(values[s], depth[s], stop_after=sae.cfg.hook_layer).mean(1).cpu() for s in batches(len(values), batch_size, desc)]).numpy()
 
 # %% ../nbs/06_steer.ipynb #6cd25e61
 def embedding_shift(fbar:np.ndarray, W_dec, alpha) -> np.ndarray:

@@ -64,7 +64,7 @@ def write_activation_store(model, values, depth, path, layer:int=DEFAULT_LAYER, 
         with torch.inference_mode():
             for sl in batches(end - start, batch_size):
                 acts = model(values[start + sl.start:start + sl.stop], depth[start + sl.start:start + sl.stop], stop_after=layer)
-                arr[sl.start * g:sl.stop * g] = acts.reshape(-1, d).numpy()
+                arr[sl.start * g:sl.stop * g] = acts.reshape(-1, d).cpu().numpy()
         arr.flush(); del arr; (path/f'.{f}').replace(path/f)
         shards.append({'file': f, 'start': start, 'end': end})
     atomic_write(path/'manifest.json', json.dumps({'n_cells': n, 'n_genes': g, 'd': d, 'layer': layer, 'shards': shards}))

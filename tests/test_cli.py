@@ -2,7 +2,7 @@
 when killed, and every bad input (one line on stderr, a non-zero exit, nothing written to --out)."""
 import contextlib, hashlib, io, json, os, shutil, signal, subprocess, sys, time, warnings
 from pathlib import Path
-import numpy as np, pytest, anndata as ad
+import numpy as np, pytest, anndata as ad, torch
 from cellsteer_nb.cli import main, load_inputs
 from cellsteer_nb.data import load_pbmc68k
 from cellsteer_nb.core import DEFAULT_CHECKPOINT
@@ -59,6 +59,20 @@ def test_two_runs_give_identical_results(first_run, work):
     r = _run(['--data', str(d/'pbmc.h5ad'), *PAIR, '--small', '--quiet', '--out', str(d/'b')], env)
     assert r.returncode == 0, r.stderr
     for f in ('results.json', 'report.md', 'steering_alpha.csv', 'features.csv'): assert (out/f).read_bytes() == (d/'b'/f).read_bytes(), f
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (run where one is lent)')
+def test_gpu_run_agrees_with_the_cpu_run(first_run, work):
+    "The model's and the SAE's passes on the GPU: the same analysis within float tolerance (discrete choices may differ at ties)."
+    d, env = work
+    out, _ = first_run
+    r = _run(['--data', str(d/'pbmc.h5ad'), *PAIR, '--small', '--quiet', '--device', 'cuda', '--out', str(d/'gpu')], env)
+    assert r.returncode == 0, r.stderr
+    cpu, gpu = (json.loads((o/'results.json').read_text()) for o in (out, d/'gpu'))
+    assert cpu['data']['device'] == 'cpu' and gpu['data']['device'].startswith('cuda')
+    assert gpu['sae']['fvu'] == pytest.approx(cpu['sae']['fvu'], rel=1e-3)
+    assert gpu['probe']['layer12_cv_accuracy'] == pytest.approx(cpu['probe']['layer12_cv_accuracy'], abs=0.05)
+    assert gpu['steering']['median_relative_shrink_heldout'] == pytest.approx(cpu['steering']['median_relative_shrink_heldout'], abs=0.05)
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL])
@@ -140,6 +154,9 @@ CASES = {  # name: (extra argv given the files, text the one-line error must con
     'SAE of another layer': (lambda d, f: ['--data', str(f['good']), *PAIR, '--layer', '11'], 'hook_layer: SAE has 12, model has 11'),
     'layer out of range': (lambda d, f: ['--data', str(f['good']), *PAIR, '--layer', '40'], 'the model has layers 0 … 17'),
     'marker not in panel': (lambda d, f: ['--data', str(f['good']), *PAIR, '--markers', 'FCER1A,NOTAGENE'], 'NOTAGENE not in the model'),
+    'unknown device': (lambda d, f: ['--data', str(f['good']), *PAIR, '--device', 'gpu'], '--device gpu: Expected one of cpu, cuda'),
+    **({} if torch.cuda.is_available() else
+       {'no CUDA on this machine': (lambda d, f: ['--data', str(f['good']), *PAIR, '--device', 'cuda'], 'leave --device out to run on the CPU')}),
 }
 
 
