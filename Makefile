@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # one BLAS/torch thread per parallel notebook worker (2 workers on 2 cores)
 THREADS = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 
-.PHONY: install test report pretrain sae sae-seed1 expression-objective-full parity clean-cache upgrade-deps bench
+.PHONY: install test report notebooks pretrain sae sae-seed1 expression-objective-full parity clean-cache upgrade-deps bench
 
 install: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py constraints.txt
@@ -28,8 +28,13 @@ test: install
 	$(THREADS) $(BIN)/nbdev_test --n_workers 2
 	$(THREADS) $(BIN)/pytest -q -n 2 --dist loadfile tests   # two workers, one test file each at a time
 
+# The report notebook alone: it computes every step (cached on disk by inputs, configuration and code) and writes reports/.
 report: install
 	$(BIN)/python tools/run_notebooks.py
+
+# Every numbered notebook in order, full configuration (demonstrations and tests included; about half an hour cold).
+notebooks: install
+	$(BIN)/python tools/run_notebooks.py --all
 
 pretrain: install
 	$(BIN)/python -c "from cellsteer_nb.pretrain import train_default; train_default()"

@@ -7,10 +7,10 @@ __all__ = ['DEFAULT_LAYER', 'EMBED_KEY', 'EMBED_UNS', 'FBAR_KEY', 'FBAR_UNS', 'C
            'ASSETS', 'DEFAULT_CHECKPOINT', 'TYPE_COLOURS', 'EXTRA_COLOURS', 'MANIFEST', 'type_colour', 'type_palette',
            'label_points', 'in_test', 'dense', 'batches', 'split_cells', 'file_hash', 'code_version', 'cache_key',
            'model_fingerprint', 'atomic_write', 'CacheWarning', 'cache_dir', 'seal_entry', 'entry_ok', 'cached_arrays',
-           'memoized', 'save_figure', 'round_sig', 'dumps_json', 'set_path', 'StepResult']
+           'memoized', 'cached_object', 'save_figure', 'round_sig', 'dumps_json', 'set_path', 'StepResult']
 
 # %% ../nbs/00_core.ipynb #f5c0a959
-import functools, hashlib, importlib, io, json, math, os, tempfile, warnings, zipfile
+import functools, hashlib, importlib, io, json, math, os, pickle, tempfile, warnings, zipfile
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -120,6 +120,7 @@ def split_cells(n:int, heldout_frac:float, seed:int=0):
 
 # %% ../nbs/00_core.ipynb #c1a5dc27
 def _canon(o):
+    if isinstance(o, np.ndarray) and o.dtype == object: o = o.astype(str)   # hash the strings, not the objects' addresses
     if isinstance(o, np.ndarray): return {'ndarray': hashlib.sha256(np.ascontiguousarray(o).tobytes()).hexdigest(), 'shape': o.shape, 'dtype': str(o.dtype)}
     if isinstance(o, Path): return {'file': file_hash(o)} if o.is_file() else {'dir': str(o)}
     if isinstance(o, dict): return {str(k): _canon(v) for k, v in sorted(o.items(), key=lambda kv: str(kv[0]))}
@@ -224,6 +225,20 @@ def memoized(key:str, compute, maxsize:int=8):
         while len(_MEMO) >= maxsize: _MEMO.pop(next(iter(_MEMO)))
         _MEMO[key] = compute()
     return _MEMO[key]
+
+# %% ../nbs/00_core.ipynb #1aca3c47
+def cached_object(step:str, key:str, compute, maxsize:int=8):
+    "The result of `compute()` for (`step`, `key`): from this process's memo, else from the disk cache (a sealed pickle), else computed and stored in both."
+    def load_or_compute():
+        folder = cache_dir()/step/key
+        if entry_ok(folder, key):
+            try: return pickle.loads((folder/'object.pkl').read_bytes())
+            except Exception as e:   # a class that changed shape or moved: rebuild, as for damaged files
+                warnings.warn(f'cache entry {folder} no longer loads ({type(e).__name__}: {e}); rebuilding it', CacheWarning, stacklevel=3)
+        obj = compute()
+        atomic_write(folder/'object.pkl', pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)); seal_entry(folder, key, ['object.pkl'])
+        return obj
+    return memoized(key, load_or_compute, maxsize)
 
 # %% ../nbs/00_core.ipynb #a6436b7c
 def save_figure(fig, path, dpi:int=110) -> Path:

@@ -11,7 +11,7 @@ __all__ = ['DE_KEY', 'STEERED_LAYER', 'DE_ALPHA', 'GAP_FLOOR', 'HEADLINE_MIN_COR
 # %% ../nbs/08b_expression.ipynb #81b97b49
 from dataclasses import dataclass, field
 import numpy as np, pandas as pd
-from .core import CELL_TYPE_KEY, SOURCE, TARGET, StepResult, cache_key, dense, memoized, model_fingerprint, label_points
+from .core import CELL_TYPE_KEY, SOURCE, TARGET, StepResult, cache_key, cached_object, dense, model_fingerprint, label_points
 from .model import model_inputs
 from .readout import READOUTS, layer_residuals, readout
 
@@ -145,14 +145,14 @@ def score_readout(de:pd.DataFrame, y_src:np.ndarray, y_tgt:np.ndarray, y_steer:n
     return m, t, curve
 
 # %% ../nbs/08b_expression.ipynb #ab6dc646
-EXPRESSION_DEPS = ('model', 'readout', 'steer', 'expression')
+EXPRESSION_DEPS = ('model', 'hooks', 'sae', 'readout', 'steer', 'expression')
 
 def expression_step(adata, model, sae, latent, cfg:ExpressionConfig=ExpressionConfig(), key_added:str=DE_KEY) -> ExpressionResult:
     "Score `latent` (a `latent.LatentResult`: cross-fitted α per source cell) in expression space under both readouts; writes `.uns[key_added]` and `.layers['cellsteer_steered']`."
     de = reference_de(adata, cfg.source, cfg.target, key_added)
     key = cache_key('expression', latent.key, dense(adata.X), adata.obs[CELL_TYPE_KEY].astype(str).to_numpy(), model_fingerprint(model),
                     model_fingerprint(sae, sae.cfg), cfg, deps=EXPRESSION_DEPS)
-    res = memoized(key, lambda: _expression(adata, model, sae, latent, de, cfg))
+    res = cached_object('expression', key, lambda: _expression(adata, model, sae, latent, de, cfg))
     layer = np.full(adata.shape, np.nan, np.float32); layer[res.source_cells] = res.steered[res.expression['headline_readout']]
     adata.layers[STEERED_LAYER] = layer
     head = res.expression['headline_readout']

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from .core import DEFAULT_LAYER, EMBED_KEY, EMBED_UNS, CELL_TYPE_KEY, SOURCE, TARGET, type_colour, type_palette, batches, cache_key, cached_arrays, model_fingerprint
+from .core import DEFAULT_LAYER, EMBED_KEY, EMBED_UNS, CELL_TYPE_KEY, SOURCE, TARGET, type_colour, type_palette, batches, cache_key, cached_arrays, cached_object, model_fingerprint
 from .model import CellFoundation, model_inputs
 
 # %% ../nbs/03_hooks.ipynb #b4404841
@@ -83,10 +83,13 @@ def probe_labels(adata, source:str=SOURCE, target:str=TARGET):
 
 # %% ../nbs/03_hooks.ipynb #579ee1d5
 def umap_coords(X, seed:int=0, n_neighbors:int=15):
-    "2-D UMAP (umap-learn) of standardised `X`: the coordinates and the fitted scaler + UMAP pipeline (its `transform` places new cells)."
-    import umap
-    reducer = make_pipeline(StandardScaler(), umap.UMAP(n_neighbors=n_neighbors, random_state=seed, n_jobs=1))
-    return reducer.fit_transform(X), reducer
+    "2-D UMAP (umap-learn) of standardised `X`: the coordinates and the fitted scaler + UMAP pipeline (its `transform` places new cells); cached on disk."
+    import umap, sklearn
+    def fit():
+        reducer = make_pipeline(StandardScaler(), umap.UMAP(n_neighbors=n_neighbors, random_state=seed, n_jobs=1))
+        return reducer.fit_transform(X), reducer
+    key = cache_key('umap', np.asarray(X), seed, n_neighbors, umap.__version__, sklearn.__version__)
+    return cached_object('umap', key, fit)
 
 # %% ../nbs/03_hooks.ipynb #ebb63516
 def plot_embedding(coords, labels, title:str='', source:str|None=SOURCE, target:str|None=TARGET):

@@ -18,7 +18,7 @@ import numpy as np, pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from .core import CELL_TYPE_KEY, EMBED_KEY, FBAR_KEY, SOURCE, TARGET, StepResult, cache_key, memoized, type_colour, type_palette
+from .core import CELL_TYPE_KEY, EMBED_KEY, FBAR_KEY, SOURCE, TARGET, StepResult, cache_key, cached_object, type_colour, type_palette
 from .reference import BARS
 from .steer import embedding_shift
 from .contrastive import (MOVED, CVResult, adam_baseline, cv_lambda, duality_gap, kkt_violation, lasso_path, lasso_terms,
@@ -303,14 +303,15 @@ def steering_inputs(adata, W_dec) -> tuple:
     return labels, Z, F, W, group_centroids(Z, labels), Z.mean(0)
 
 # %% ../nbs/07b_latent.ipynb #b1d0393a
-LATENT_DEPS = ('contrastive', 'latent', 'steer')  # modules whose source enters the step's key
+LATENT_DEPS = ('contrastive', 'latent', 'steer', 'reference')  # modules whose source enters the step's key
+
+def _table_hash(features:pd.DataFrame|None): return None if features is None else pd.util.hash_pandas_object(features, index=False).to_numpy()
 
 def latent_step(adata, W_dec, features:pd.DataFrame|None=None, cfg:SteeringConfig=SteeringConfig(), key_added:str='cellsteer_steer') -> LatentResult:
     "Contrastive steering of `cfg.source` toward `cfg.target` on `adata`'s layer-12 embeddings and feature means, evaluated out of fold with every control; writes `.uns[key_added]`."
     labels, Z, F, W, cen, mu_all = inputs = steering_inputs(adata, W_dec)
-    table = None if features is None else pd.util.hash_pandas_object(features, index=False).to_numpy()
-    key = cache_key('latent', labels.astype(str), Z, F, W, table, cfg, deps=LATENT_DEPS)
-    res = memoized(key, lambda: _latent(*inputs, features, cfg, key))
+    key = cache_key('latent', labels.astype(str), Z, F, W, _table_hash(features), cfg, deps=LATENT_DEPS)
+    res = cached_object('latent', key, lambda: _latent(*inputs, features, cfg, key))
     adata.uns[key_added] = res.uns
     return res
 
@@ -380,8 +381,12 @@ OPTIONS = {'penalty weighted by sqrt(G_jj)': {'penalty': 'weighted'}, 'only GO-a
            'alpha >= 0': {'nonneg_alpha': True}, 'lambda grid down to 1e-6 lambda_max': {'eps': 1e-6, 'n_lams': 61}}
 
 def steering_options(adata, W_dec, features:pd.DataFrame, cfg:SteeringConfig=SteeringConfig(), options:dict=OPTIONS) -> list:
-    "One row per setting (the configured one first): lambda, moved features, largest |alpha - 1|, and the held-out shrink / closer / nearest-centroid numbers."
+    "One row per setting (the configured one first): lambda, moved features, largest |alpha - 1|, and the held-out shrink / closer / nearest-centroid numbers (cached on disk)."
     labels, Z, F, W, cen, mu_all = steering_inputs(adata, W_dec)
+    key = cache_key('steering-options', labels.astype(str), Z, F, W, _table_hash(features), cfg, options, deps=LATENT_DEPS)
+    return cached_object('steering_options', key, lambda: _option_rows(labels, Z, F, W, cen, mu_all, features, cfg, options))
+
+def _option_rows(labels, Z, F, W, cen, mu_all, features, cfg, options) -> list:
     src = labels == cfg.source
     rows = []
     for name, change in {'configured': {}, **options}.items():
@@ -397,7 +402,11 @@ def steering_options(adata, W_dec, features:pd.DataFrame, cfg:SteeringConfig=Ste
 
 # %% ../nbs/07b_latent.ipynb #46f7d670
 def seed_stability(Z_src, F_src, F_src_other, W_dec, W_other, mu, cfg:SteeringConfig=SteeringConfig()) -> dict:
-    "The solution on this SAE against the one on an SAE trained with another seed: matched Jaccard of the moved sets, cosine of the mean shifts."
+    "The solution on this SAE against the one on an SAE trained with another seed: matched Jaccard of the moved sets, cosine of the mean shifts (cached on disk)."
+    key = cache_key('seed-stability', Z_src, F_src, F_src_other, W_dec, W_other, mu, cfg, deps=LATENT_DEPS)
+    return cached_object('seed_stability', key, lambda: _seed_stability(Z_src, F_src, F_src_other, W_dec, W_other, mu, cfg))
+
+def _seed_stability(Z_src, F_src, F_src_other, W_dec, W_other, mu, cfg) -> dict:
     fits = [steer_toward(Z_src, F, W, mu, cfg) for F, W in ((F_src, W_dec), (F_src_other, W_other))]
     shifts = [embedding_shift(F, W, 1 + f.beta).mean(0) for f, F, W in zip(fits, (F_src, F_src_other), (W_dec, W_other))]
     return {'moved_set_jaccard_sae_seed': matched_jaccard(fits[0].beta, W_dec, fits[1].beta, W_other),

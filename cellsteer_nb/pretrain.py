@@ -13,7 +13,7 @@ from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from tqdm.auto import tqdm
-from .core import atomic_write, dumps_json, save_figure, batches, split_cells, cache_key, cached_arrays, model_fingerprint, StepResult, DEFAULT_CHECKPOINT, DEFAULT_LAYER, EMBED_KEY, SOURCE, TARGET
+from .core import atomic_write, dumps_json, save_figure, batches, split_cells, cache_key, cached_arrays, cached_object, model_fingerprint, StepResult, DEFAULT_CHECKPOINT, DEFAULT_LAYER, EMBED_KEY, SOURCE, TARGET
 from .model import CellFoundation, CellFoundationConfig, cell_inputs, save_checkpoint
 from .hooks import EMBED_DEPS, layer_embeddings, probe_cv, probe_labels
 
@@ -222,7 +222,8 @@ def model_step(model, adata, checkpoint=DEFAULT_CHECKPOINT, layer:int=DEFAULT_LA
     pcfg = PretrainConfig(**(json.loads(f.read_text()).get('pretrain_config', {}) if f.exists() else {}))
     train_cells, heldout_cells = split_cells(adata.n_obs, pcfg.heldout_frac, pcfg.seed)
     values, depth = model_inputs(adata, model)
-    q = evaluate(model, values, depth, train_cells, heldout_cells, seed=seed)
+    key = cache_key('model-quality', model_fingerprint(model), values.numpy(), depth.numpy(), train_cells, heldout_cells, seed, deps=('model', 'pretrain'))
+    q = cached_object('model_quality', key, lambda: evaluate(model, values, depth, train_cells, heldout_cells, seed=seed))
     n_t = min(n_timing_cells, adata.n_obs)
     t0 = time.perf_counter(); layer_embeddings(model, values[:n_t], depth[:n_t], layer, desc=None)
     return ModelQuality(**model_summary(model, checkpoint, layer), n_heldout_cells=len(heldout_cells), heldout_mse=q['heldout_mse'],

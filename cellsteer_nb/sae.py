@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
-from .core import atomic_write, DEFAULT_LAYER, DEFAULT_CHECKPOINT, ASSETS, StepResult, batches, cache_dir, cache_key, entry_ok, seal_entry, file_hash, split_cells
+from .core import atomic_write, DEFAULT_LAYER, DEFAULT_CHECKPOINT, ASSETS, StepResult, batches, cache_dir, cache_key, cached_object, entry_ok, seal_entry, file_hash, model_fingerprint, split_cells
 from .model import checkpoint_hash, model_inputs
 from .hooks import edit_layer
 from .store import ActivationStore, activation_store_for
@@ -237,10 +237,14 @@ def train_sae(store:ActivationStore, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER
 
 # %% ../nbs/04b_sae.ipynb #47cc1039
 def heldout_quality(model, sae:TopKSAE, store:ActivationStore, values, depth, train_cells, heldout_cells, seed:int=0) -> dict:
-    "Held-out FVU, L0, dead share and spliced-in masked loss (mean-ablation from the training cells' gene means; masks seeded by `seed`)."
-    quality = sae_quality(sae, store, heldout_cells)
-    quality.update(spliced_loss(model, sae, values[heldout_cells], depth[heldout_cells], gene_mean_acts(store, train_cells), seed=seed))
-    return quality
+    "Held-out FVU, L0, dead share and spliced-in masked loss (mean-ablation from the training cells' gene means; masks seeded by `seed`); cached on disk."
+    def compute():
+        quality = sae_quality(sae, store, heldout_cells)
+        quality.update(spliced_loss(model, sae, values[heldout_cells], depth[heldout_cells], gene_mean_acts(store, train_cells), seed=seed))
+        return quality
+    key = cache_key('heldout-quality', store.path.name, model_fingerprint(model), model_fingerprint(sae, sae.cfg), values.numpy(), depth.numpy(),
+                    np.asarray(train_cells), np.asarray(heldout_cells), seed, deps=SAE_DEPS + ('hooks',))
+    return dict(cached_object('heldout_quality', key, compute))
 
 # %% ../nbs/04b_sae.ipynb #8f7acdbc
 def fit_sae(model, values, depth, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER, metadata:dict|None=None, progress:bool=True):

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 import numpy as np, pandas as pd, torch
 from scipy.stats import ttest_rel
-from .core import DEFAULT_LAYER, CELL_TYPE_KEY, StepResult, cache_key, dense, memoized, model_fingerprint, label_points
+from .core import DEFAULT_LAYER, CELL_TYPE_KEY, StepResult, cache_key, cached_object, dense, model_fingerprint, label_points
 from .go import go_enrichment
 from .annotate import RULES, GOContext, go_context, expressed_genes
 from .features import feature_stats
@@ -234,11 +234,11 @@ def _feature_json(pick, cells_types:dict, sig:dict, masked:dict|None, go:GOConte
 def single_feature_step(adata, # cells to steer from, aligned to the model's panel
                         model, sae, features:pd.DataFrame, # the feature table (`reports/features.csv`)
                         cfg:SingleFeatureConfig=SingleFeatureConfig(), small:bool=False) -> SingleFeatureResult:
-    "Pick one feature per program, steer it alone over `cfg.alphas` in its most active cells, and summarise DE, GO terms and dose-response (memoised in the process)."
+    "Pick one feature per program, steer it alone over `cfg.alphas` in its most active cells, and summarise DE, GO terms and dose-response (cached on disk)."
     key = cache_key('single-feature', dense(adata.X), adata.obs[CELL_TYPE_KEY].astype(str).to_numpy(), list(adata.var_names), model_fingerprint(model),
                     model_fingerprint(sae, sae.cfg), pd.util.hash_pandas_object(features, index=False).to_numpy(), cfg, small,
-                    deps=('model', 'readout', 'steer', 'single_feature', 'go', 'annotate'))
-    return memoized(key, lambda: _single_feature(adata, model, sae, features, cfg, small))
+                    deps=('model', 'hooks', 'sae', 'features', 'readout', 'steer', 'single_feature', 'go', 'annotate'))
+    return cached_object('single_feature', key, lambda: _single_feature(adata, model, sae, features, cfg, small))
 
 def _single_feature(adata, model, sae, features, cfg, small) -> SingleFeatureResult:
     t0 = time.perf_counter(); secs = {}

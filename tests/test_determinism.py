@@ -1,5 +1,6 @@
 """Byte-identical results on one machine: two cold runs (separate empty caches) of the embedding, the feature means and the
-latent steering step and the expression step (readouts of steered cells) give the same bytes. In-process memoisation is
+latent steering step and the expression step (readouts of steered cells) give the same bytes, and a warm rerun loads
+the same bytes from the disk cache. In-process memoisation is
 cleared between the runs, so the second run recomputes everything. (Across machines the committed numbers reproduce to the tolerances of
 cellsteer_nb.reference, tested in test_foundation.py.)"""
 import numpy as np
@@ -33,3 +34,13 @@ def test_two_cold_runs_are_byte_identical(tmp_path, monkeypatch):
     assert first[0] == second[0] and first[1] == second[1]
     assert first[2] == second[2]
     assert first[3] == second[3] and first[4] == second[4]
+
+
+def test_a_warm_run_loads_every_step_from_disk(tmp_path, monkeypatch):
+    "A rerun on the same cache with the in-process memo cleared (a new process, in effect): the same bytes, and no step computed again (no new cache entry)."
+    first = _run(tmp_path, 'a', monkeypatch)
+    entries = lambda: sorted(str(p.relative_to(tmp_path)) for p in (tmp_path/'a').glob('*/*'))
+    before = entries()
+    assert {'latent', 'expression'} <= {e.split('/')[1] for e in before}
+    assert _run(tmp_path, 'a', monkeypatch) == first
+    assert entries() == before    # every key was the same as in the first run: the steps were loaded, not refitted
