@@ -89,6 +89,9 @@ def main():
             print(f"repeat {r}: ours {got['ours']['tokens_per_s']:,.0f} tok/s FVU {got['ours']['heldout_fvu']:.4f}; "
                   f"SAELens {got['theirs']['tokens_per_s']:,.0f} tok/s FVU {got['theirs']['heldout_fvu']:.4f}", flush=True)
         saelens_cfg = got['theirs'].get('cfg')
+        # diagnostic, not the comparison: ours at 3x the learning rate. SAELens starts its decoder rows at norm 0.1 and lets the
+        # norms float, so Adam's steps (same nominal lr) turn its directions about 10x faster than our unit-norm rows turn.
+        lr3 = C.run_child([str(C.BENCH/'bench_sae.py'), '--child', d, str(k), str(d_sae), str(3 * lr), str(tc.seed)])
     ratios = [x['ratio_tokens_per_s'] for x in rows]
     with tempfile.TemporaryDirectory(prefix='cellsteer_sae_prof_') as d:   # where our training step spends its time
         np.save(os.path.join(d, 'train_batches.npy'), np.stack([next(it).numpy()[:batch] for _ in range(200)]))
@@ -101,7 +104,7 @@ def main():
            'saelens_tokens_per_s': C.median([x['saelens']['tokens_per_s'] for x in rows]),
            'fvu_ours': fo, 'fvu_saelens': ft, 'fvu_ratio': fo / ft, 'saelens_version': rows[-1]['saelens'].get('sae_lens_version'),
            'saelens_cfg': saelens_cfg, 'profile_ours': prof,
-           'ours_aux_coeff': SAEConfig(store.d, d_sae, k).aux_coeff}
+           'ours_aux_coeff': SAEConfig(store.d, d_sae, k).aux_coeff, 'ours_lr3x': lr3}
     C.save_results('sae', out, {'sae_speedup': out['speedup'], 'sae_fvu_ours': fo, 'sae_fvu_reference': ft})
 
 

@@ -567,5 +567,6 @@ d = { 'settings': { 'branch': 'main',
                                     'cellsteer_nb.store.ActivationStore.token_batches': ( 'store.html#activationstore.token_batches',
                                                                                           'cellsteer_nb/store.py'),
                                     'cellsteer_nb.store.activation_store_for': ('store.html#activation_store_for', 'cellsteer_nb/store.py'),
+                                    'cellsteer_nb.store.publish_entry': ('store.html#publish_entry', 'cellsteer_nb/store.py'),
                                     'cellsteer_nb.store.write_activation_store': ( 'store.html#write_activation_store',
                                                                                    'cellsteer_nb/store.py')}}}
