@@ -61,7 +61,7 @@ parity:
 	PYTHONPATH=$(CURDIR) .venv-parity/bin/python tools/parity_aido.py
 
 # Benchmarks against what users would pick instead (bench/RESULTS.md, bench/results.json), one thread; not part of `make test`.
-# Makes the SAELens side venv if missing. About 1 h on 2 idle cores, ~45 min of it `make report` cold, warm and warm under cProfile in a temporary
+# Makes the SAELens side venv if missing. About 35 min on 2 idle cores, ~10 min of it `make report` cold, warm and warm under cProfile in a temporary
 # clone; `make bench BENCH_ARGS=--skip-e2e` keeps the previous end-to-end numbers.
 bench: install
 	test -x .venv-saelens/bin/python || { $(PYTHON) -m venv .venv-saelens && .venv-saelens/bin/pip install -q torch==2.13.0 && .venv-saelens/bin/pip install -q sae-lens; }

@@ -347,8 +347,9 @@ def e2e_diagnosis(e2e) -> list:
     fmt = lambda x: '—' if x[0] is None else f"{x[0]:,.1f} s ({100 * x[1]:.0f}%)"
     return [f"**What the warm run does.** In the profile ({tot:,.0f} s of function time): transformer blocks {fmt(c('(forward)'))} cumulative — the "
             "measurements a report states for this machine and so reruns (the extraction speed on 64 cells, `model_step`; the SAE training speed over "
-            f"100 steps, `sae_step` {fmt(c('(sae_step)'))}); loading the cached steps (`core.cached_object`) {fmt(c('(cached_object)'))}; figures "
-            f"(`save_figure`) {fmt(c('(save_figure)'))}.", '',
+            f"100 steps, `sae_step` {fmt(c('(sae_step)'))})"
+            + ('' if c('(cached_object)')[0] is None else f"; loading the cached steps (`core.cached_object`) {fmt(c('(cached_object)'))}")
+            + f"; figures (`save_figure`) {fmt(c('(save_figure)'))}; the rest is imports, reading the data and checkpoint, and the notebook's own checks.", '',
             '**How warm became a cache hit.** Before, the latent fit, its controls, the expression step and the other object-valued steps were memoised in '
             'the process only (`core.memoized`), so every new run refitted them, and `make report` ran all the notebooks, demonstrations included. Now '
             '(1) they are cached on disk as sealed pickles (`core.cached_object`; rebuilt with a warning when damaged or no longer loadable), as are the '

@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark (one process each, one thread, one after the other) and render bench/RESULTS.md from
 bench/results.json. Every number in RESULTS.md is read from results.json, which the scripts write.
 
-    python bench/run_all.py                 # everything, ~1 h (the end-to-end `make report` timings take ~45 min of it)
+    python bench/run_all.py                 # everything, ~35 min (the end-to-end `make report` timings take ~10 min of it)
     python bench/run_all.py --skip-e2e      # everything but item 6; its previous numbers are kept, marked as reused
     python bench/run_all.py --only solve go # some of them
     python bench/run_all.py --render        # only rewrite RESULTS.md
