@@ -13,7 +13,7 @@ __all__ = ['DEFAULT_LAYER', 'EMBED_KEY', 'EMBED_UNS', 'FBAR_KEY', 'FBAR_UNS', 'C
 import functools, hashlib, importlib, io, json, math, os, pickle, tempfile, warnings, zipfile
 from contextlib import contextmanager
 from pathlib import Path
-import numpy as np
+import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 import cellsteer_nb
 
@@ -120,6 +120,7 @@ def split_cells(n:int, heldout_frac:float, seed:int=0):
 
 # %% ../nbs/00_core.ipynb #c1a5dc27
 def _canon(o):
+    if isinstance(o, pd.DataFrame): o = pd.util.hash_pandas_object(o, index=False).to_numpy()   # a table by its rows' values
     if isinstance(o, np.ndarray) and o.dtype == object: o = o.astype(str)   # hash the strings, not the objects' addresses
     if isinstance(o, np.ndarray): return {'ndarray': hashlib.sha256(np.ascontiguousarray(o).tobytes()).hexdigest(), 'shape': o.shape, 'dtype': str(o.dtype)}
     if isinstance(o, Path): return {'file': file_hash(o)} if o.is_file() else {'dir': str(o)}

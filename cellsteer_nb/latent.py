@@ -305,12 +305,10 @@ def steering_inputs(adata, W_dec) -> tuple:
 # %% ../nbs/07b_latent.ipynb #b1d0393a
 LATENT_DEPS = ('contrastive', 'latent', 'steer', 'reference')  # modules whose source enters the step's key
 
-def _table_hash(features:pd.DataFrame|None): return None if features is None else pd.util.hash_pandas_object(features, index=False).to_numpy()
-
 def latent_step(adata, W_dec, features:pd.DataFrame|None=None, cfg:SteeringConfig=SteeringConfig(), key_added:str='cellsteer_steer') -> LatentResult:
     "Contrastive steering of `cfg.source` toward `cfg.target` on `adata`'s layer-12 embeddings and feature means, evaluated out of fold with every control; writes `.uns[key_added]`."
     labels, Z, F, W, cen, mu_all = inputs = steering_inputs(adata, W_dec)
-    key = cache_key('latent', labels.astype(str), Z, F, W, _table_hash(features), cfg, deps=LATENT_DEPS)
+    key = cache_key('latent', labels.astype(str), Z, F, W, features, cfg, deps=LATENT_DEPS)
     res = cached_object('latent', key, lambda: _latent(*inputs, features, cfg, key))
     adata.uns[key_added] = res.uns
     return res
@@ -383,7 +381,7 @@ OPTIONS = {'penalty weighted by sqrt(G_jj)': {'penalty': 'weighted'}, 'only GO-a
 def steering_options(adata, W_dec, features:pd.DataFrame, cfg:SteeringConfig=SteeringConfig(), options:dict=OPTIONS) -> list:
     "One row per setting (the configured one first): lambda, moved features, largest |alpha - 1|, and the held-out shrink / closer / nearest-centroid numbers (cached on disk)."
     labels, Z, F, W, cen, mu_all = steering_inputs(adata, W_dec)
-    key = cache_key('steering-options', labels.astype(str), Z, F, W, _table_hash(features), cfg, options, deps=LATENT_DEPS)
+    key = cache_key('steering-options', labels.astype(str), Z, F, W, features, cfg, options, deps=LATENT_DEPS)
     return cached_object('steering_options', key, lambda: _option_rows(labels, Z, F, W, cen, mu_all, features, cfg, options))
 
 def _option_rows(labels, Z, F, W, cen, mu_all, features, cfg, options) -> list:

@@ -169,8 +169,7 @@ class CellFoundation(nn.Module):
     def embed(self, values, depth, gene_idx=None):
         "Input embeddings `(batch, n + 2, hidden)`: gene tokens then two depth tokens, on the model's device (inputs are moved there)."
         values, depth, B = values.to(self.device), depth.to(self.device), values.shape[0]
-        if gene_idx is not None: gene_idx = gene_idx.to(self.device)
-        if gene_idx is None: gene_idx = torch.arange(values.shape[1], device=values.device).expand(B, -1)
+        gene_idx = torch.arange(values.shape[1], device=self.device).expand(B, -1) if gene_idx is None else gene_idx.to(self.device)
         dt = self.depth_tokens(depth).reshape(B, 1).expand(B, 2)
         tokens = torch.cat([values.float(), dt], 1).clamp_max(self.config.clip_value)
         depth_pos = torch.tensor([self.n_genes, self.n_genes + 1], device=values.device).expand(B, 2)

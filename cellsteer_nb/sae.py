@@ -242,8 +242,8 @@ def heldout_quality(model, sae:TopKSAE, store:ActivationStore, values, depth, tr
         quality = sae_quality(sae, store, heldout_cells)
         quality.update(spliced_loss(model, sae, values[heldout_cells], depth[heldout_cells], gene_mean_acts(store, train_cells), seed=seed))
         return quality
-    key = cache_key('heldout-quality', store.path.name, model_fingerprint(model), model_fingerprint(sae, sae.cfg), values.numpy(), depth.numpy(),
-                    np.asarray(train_cells), np.asarray(heldout_cells), seed, deps=SAE_DEPS + ('hooks',))
+    key = cache_key('heldout-quality', store.path.name, model_fingerprint(sae, sae.cfg), np.asarray(train_cells), np.asarray(heldout_cells), seed,
+                    deps=SAE_DEPS + ('hooks',))   # the store's key covers the cells' inputs and the model
     return dict(cached_object('heldout_quality', key, compute))
 
 # %% ../nbs/04b_sae.ipynb #8f7acdbc

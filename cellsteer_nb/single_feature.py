@@ -236,7 +236,7 @@ def single_feature_step(adata, # cells to steer from, aligned to the model's pan
                         cfg:SingleFeatureConfig=SingleFeatureConfig(), small:bool=False) -> SingleFeatureResult:
     "Pick one feature per program, steer it alone over `cfg.alphas` in its most active cells, and summarise DE, GO terms and dose-response (cached on disk)."
     key = cache_key('single-feature', dense(adata.X), adata.obs[CELL_TYPE_KEY].astype(str).to_numpy(), list(adata.var_names), model_fingerprint(model),
-                    model_fingerprint(sae, sae.cfg), pd.util.hash_pandas_object(features, index=False).to_numpy(), cfg, small,
+                    model_fingerprint(sae, sae.cfg), features, cfg, small,
                     deps=('model', 'hooks', 'sae', 'features', 'readout', 'steer', 'single_feature', 'go', 'annotate'))
     return cached_object('single_feature', key, lambda: _single_feature(adata, model, sae, features, cfg, small))
 
