@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PBMC68K_TYPES', 'MIN_GROUP_CELLS', 'load_pbmc68k', 'subsample_types', 'expression_kind', 'prepare_adata', 'load_h5ad',
-           'check_groups', 'align_to_panel', 'label_by_markers', 'load_pbmc3k']
+           'check_groups', 'panel_columns', 'align_to_panel', 'label_by_markers', 'load_pbmc3k']
 
 # %% ../nbs/00_data.ipynb #e61a960e
 import warnings
@@ -51,17 +51,27 @@ def expression_kind(X) -> str:
         raise ValueError(f'values reach {X.max():.1f}, too large for log1p(CP10k) data: apply sc.pp.normalize_total(adata, 1e4) and sc.pp.log1p(adata) first')
     return 'log'
 
+# %% ../nbs/00_data.ipynb #8446c1b1
+def _refuse_duplicates(var_names):
+    "Raise naming the duplicated gene names, if any: the model reads one value per gene."
+    names = pd.Index(var_names)
+    if names.has_duplicates:
+        dups = names[names.duplicated()].unique()
+        raise ValueError(f'{len(dups)} gene names occur more than once in var_names (e.g. {", ".join(map(str, dups[:3]))}): '
+                         'call adata.var_names_make_unique() (keeps the first as is, renames the others) or sum the duplicated columns first')
+
 # %% ../nbs/00_data.ipynb #ebdc04e4
 def prepare_adata(adata, label_key:str=CELL_TYPE_KEY, layer:str|None=None, use_raw:bool=False) -> ad.AnnData:
-    "A new, checked AnnData: dense float32 log-normalised X, `obs['cell_type']` from `label_key`, `obs['n_counts']`."
+    "A new, checked AnnData: dense float32 log-normalised X, `obs['cell_type']` from `label_key`, `obs['n_counts']`; no cells or duplicated gene names are refused."
     if label_key not in adata.obs:
         raise KeyError(f"label column '{label_key}' not in adata.obs; available columns: {list(adata.obs.columns)}")
     if use_raw and adata.raw is None: raise ValueError('use_raw=True but adata.raw is empty')
+    if adata.n_obs == 0: raise ValueError('the data has no cells (0 rows in X): pass a file with cells')
     X = adata.raw.X if use_raw else (adata.layers[layer] if layer else adata.X)
     var_names = adata.raw.var_names if use_raw else adata.var_names
     X = dense(X).astype(np.float32)
+    _refuse_duplicates(var_names)
     out = ad.AnnData(X, obs=adata.obs[[label_key]].copy(), var=pd.DataFrame(index=var_names.astype(str)))
-    out.var_names_make_unique()
     if expression_kind(X) == 'counts':
         warnings.warn('raw counts detected: normalising to log1p(CP10k) (sc.pp.normalize_total + sc.pp.log1p)')
         out.obs[DEPTH_KEY] = X.sum(1)
@@ -96,17 +106,23 @@ def check_groups(adata, groups, min_cells:int=MIN_GROUP_CELLS):
         if counts[g] < min_cells: raise ValueError(f"label '{g}' has {counts[g]} cells, fewer than the minimum {min_cells}: merge labels or add cells")
 
 # %% ../nbs/00_data.ipynb #35fbf900
-def align_to_panel(adata, genes, max_missing:float=0.5) -> ad.AnnData:
-    "A copy of `adata` whose columns are exactly `genes` (missing ones zero-filled, warned; refused above `max_missing`)."
-    genes = list(genes)
-    present = pd.Index(genes).isin(adata.var_names)
-    n_missing = int((~present).sum())
+def panel_columns(var_names, genes, max_missing:float=0.5) -> np.ndarray:
+    "Column of each panel gene in `var_names` (-1 where missing; warned; refused above `max_missing` or if names repeat)."
+    genes = list(genes); _refuse_duplicates(var_names)
+    cols = pd.Index(var_names).get_indexer(genes)
+    n_missing = int((cols < 0).sum())
     if n_missing / len(genes) > max_missing:
         raise ValueError(f'{n_missing} of {len(genes)} panel genes are missing (more than {max_missing:.0%}): '
                          'check that var_names are gene symbols (e.g. adata.var_names = adata.var["gene_symbols"])')
     if n_missing: warnings.warn(f'{n_missing} of {len(genes)} panel genes are missing from the data: filled with 0')
+    return cols
+
+def align_to_panel(adata, genes, max_missing:float=0.5) -> ad.AnnData:
+    "A copy of `adata` whose columns are exactly `genes` (missing ones zero-filled, warned; refused above `max_missing`)."
+    genes = list(genes)
+    cols = panel_columns(adata.var_names, genes, max_missing)
     X = np.zeros((adata.n_obs, len(genes)), dtype=np.float32)
-    X[:, present] = dense(adata[:, np.asarray(genes)[present]].X)
+    X[:, cols >= 0] = dense(adata.X[:, cols[cols >= 0]])
     return ad.AnnData(X, obs=adata.obs.copy(), var=pd.DataFrame(index=genes), uns=dict(adata.uns))
 
 # %% ../nbs/00_data.ipynb #77b4ee23
