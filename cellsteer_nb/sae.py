@@ -12,13 +12,14 @@ __all__ = ['SAE_CFG_FILENAME', 'SAE_WEIGHTS_FILENAME', 'SAELENS_FORMAT', 'DEFAUL
 import json, time
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
-import numpy as np, torch, torch.nn as nn
+import numpy as np, torch, torch.nn as nn, torch.distributed as dist
 from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from .core import atomic_write, DEFAULT_LAYER, DEFAULT_CHECKPOINT, ASSETS, StepResult, batches, cache_dir, cache_key, cached_object, entry_ok, seal_entry, file_hash, model_fingerprint, split_cells
 from .model import checkpoint_hash, model_inputs
 from .hooks import edit_layer
 from .store import ActivationStore, activation_store_for
+from .source import rank_world, all_sum, all_max
 
 # %% ../nbs/04b_sae.ipynb #20664d9a
 SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME = 'cfg.json', 'sae_weights.safetensors'
@@ -95,55 +96,79 @@ def fvu(x, x_hat) -> float:
     "Fraction of variance unexplained: ||x - x_hat||² / ||x - mean(x)||²."
     return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
 
+# %% ../nbs/04b_sae.ipynb #f3313d35
+def _centred_ss(x) -> torch.Tensor:
+    "Sum over all ranks' rows of ||x - mean||², the mean taken over all ranks' rows too."
+    n = all_sum(x.new_tensor(float(len(x))))
+    return all_sum((x - all_sum(x.sum(0)) / n).pow(2).sum())
+
 # %% ../nbs/04b_sae.ipynb #c0dea20f
 class SAETrainer:
-    "Trains a `TopKSAE` on an iterator of activation batches."
+    """Trains a `TopKSAE` on an iterator of activation batches. Under `torch.distributed` every rank passes its own batches and
+    takes the step of their union: the loss's normalisers, the gradients and the dead-feature counts are summed over the ranks,
+    the weights are broadcast from rank 0 at the start, so they stay identical on every rank. One process needs no group."""
     def __init__(self, sae:TopKSAE, lr:float=1e-3, seed:int=0):
         self.sae, self.seed = sae, seed
+        if rank_world()[1] > 1:
+            for p in sae.parameters(): dist.broadcast(p.data, 0)
         self.opt = torch.optim.Adam(sae.parameters(), lr=lr)
         self.tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
-        self.history = []
+        self.history, self.n_steps = [], 0
 
     def aux_loss(self, x, x_hat, pre):
-        "AuxK: reconstruct the error from the top-`aux_k` dead latents (zero when none is dead)."
+        "AuxK: this rank's share of reconstructing the error (normalised by its variance over all ranks' tokens) from the top-`aux_k` dead latents; zero when none is dead."
         dead = self.tokens_since_fired >= self.sae.cfg.dead_after_tokens
         if not dead.any(): return x.new_zeros(())
         k_aux = min(self.sae.cfg.aux_k or self.sae.cfg.d_in // 2, int(dead.sum()))
         err_hat = topk_relu(pre.masked_fill(~dead, -torch.inf), k_aux) @ self.sae.W_dec
         err = (x - x_hat).detach()
-        return (err_hat - err).pow(2).sum() / (err - err.mean(0)).pow(2).sum().clamp_min(1e-8)
+        return (err_hat - err).pow(2).sum() / _centred_ss(err).clamp_min(1e-8)
+
+    def _sync_grads(self):
+        "Sum the gradients over the ranks (one flat all-reduce)."
+        if rank_world()[1] == 1: return
+        grads = [p.grad for p in self.sae.parameters()]
+        flat = all_sum(torch.cat([g.reshape(-1) for g in grads]))
+        for g, s in zip(grads, flat.split([g.numel() for g in grads])): g.copy_(s.view_as(g))
 
     def step(self, x) -> dict:
-        "One optimisation step on a batch; returns its metrics."
+        "One optimisation step on this rank's batch (with the other ranks' batches, if any); returns the step's metrics over all of them."
         sae = self.sae
+        sst = _centred_ss(x).clamp_min(1e-8)
         pre = sae.pre_acts(x)
         f = topk_relu(pre, sae.cfg.k)
         x_hat = sae.decode(f)
-        mse = (x_hat - x).pow(2).sum(-1).mean()
+        sse = (x_hat - x).pow(2).sum()
         aux = self.aux_loss(x, x_hat, pre)
-        loss = mse / (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-8) + sae.cfg.aux_coeff * aux
-        self.opt.zero_grad(set_to_none=True); loss.backward()
+        loss = sse / sst + sae.cfg.aux_coeff * aux   # summed over ranks: the normalised MSE of the union of their batches
+        self.opt.zero_grad(set_to_none=True); loss.backward(); self._sync_grads()
         with torch.no_grad():  # keep decoder rows on the unit sphere: drop the radial gradient component
             W, G = sae.W_dec, sae.W_dec.grad
             G -= (G * W).sum(1, keepdim=True) * W
         self.opt.step(); sae.normalize_decoder()
-        fired = (f > 0).any(0)
-        self.tokens_since_fired += len(x); self.tokens_since_fired[fired] = 0
-        return {'fvu': fvu(x, x_hat.detach()), 'aux': aux.detach().item(), 'l0': float((f > 0).sum(-1).float().mean()),
+        fired = all_max((f > 0).any(0).to(torch.uint8)).bool()
+        totals = all_sum(torch.tensor([sse.item(), aux.item(), float((f > 0).sum()), float(len(x))], dtype=torch.float64))
+        self.tokens_since_fired += int(totals[3]); self.tokens_since_fired[fired] = 0
+        return {'fvu': float(totals[0] / sst), 'aux': float(totals[1]), 'l0': float(totals[2] / totals[3]),
                 'dead_frac': float((self.tokens_since_fired >= sae.cfg.dead_after_tokens).float().mean())}
 
-    def fit(self, batches, n_steps:int, log_every:int=50, progress:bool=True) -> list:
-        "Train for `n_steps` batches from the iterator; `b_dec` starts at the first batch's mean."
-        torch.manual_seed(self.seed)
-        it = iter(batches)
-        bar = tqdm(range(n_steps), desc='SAE', disable=not progress)
-        for i in bar:
+    def fit(self, batches, n_steps:int, log_every:int=50, progress:bool=True, on_step=None) -> list:
+        """Train until `n_steps` steps in all (a resumed trainer goes on from `self.n_steps`); `b_dec` starts at the mean of the first
+        step's tokens over all ranks; `on_step(self)` runs after every step (checkpoints). Progress bar on rank 0 with tokens/s."""
+        it, rank = iter(batches), rank_world()[0]
+        bar = tqdm(total=n_steps, initial=self.n_steps, desc='SAE', disable=not progress or rank != 0)
+        t0, tokens = time.perf_counter(), 0
+        while self.n_steps < n_steps:
             x = next(it)
-            if i == 0 and not self.history:
-                with torch.no_grad(): self.sae.b_dec.copy_(x.mean(0))
-            m = self.step(x)
-            if (i + 1) % log_every == 0 or i + 1 == n_steps:
-                self.history.append({'step': i + 1, **m}); bar.set_postfix(fvu=f"{m['fvu']:.3f}")
+            if self.n_steps == 0:
+                with torch.no_grad(): self.sae.b_dec.copy_(all_sum(x.sum(0)) / all_sum(x.new_tensor(float(len(x)))))
+            m = self.step(x); self.n_steps += 1; tokens += len(x) * rank_world()[1]
+            if self.n_steps % log_every == 0 or self.n_steps == n_steps:
+                self.history.append({'step': self.n_steps, **m})
+                bar.set_postfix_str(f"{tokens / (time.perf_counter() - t0):,.0f} tok/s, FVU {m['fvu']:.3f}, dead {m['dead_frac']:.1%}")
+            bar.update()
+            if on_step is not None: on_step(self)
+        bar.close()
         return self.history
 
 # %% ../nbs/04b_sae.ipynb #60d49b8a
