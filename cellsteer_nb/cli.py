@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['InputError', 'one_line', 'bundled_reports', 'check_out', 'wrong_targets', 'check_device', 'load_inputs', 'run_report',
-           'summary_lines', 'build_parser', 'main', 'console']
+           'summary_lines', 'run_sae', 'build_parser', 'main', 'console']
 
 # %% ../nbs/10_cli.ipynb #94a85784
 import argparse, os, signal, sys, warnings
@@ -122,6 +122,56 @@ def summary_lines(res:dict) -> list:
         f" (matched random features {pct(h['null_up_correct_share'])} / {pct(h['null_down_correct_share'])})"
         + ''.join(f"; {g} gap fraction " + ('—' if h.get(g.lower() + '_gap_fraction') is None else f"{h[g.lower() + '_gap_fraction']:.2f}") for g in c['markers'])]
 
+# %% ../nbs/10_cli.ipynb #6cbdc085
+def _positive(option:str, value, allow_zero:bool=False):
+    "Refuse a negative (or zero) integer option with one line naming it."
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise InputError(f'{option} {value}: pass {"0 or " if allow_zero else ""}a positive integer')
+
+def _open_backed(path):
+    "The `.h5ad` at `path` opened backed (rows read on demand)."
+    import anndata as ad
+    try: return ad.read_h5ad(path, backed='r')
+    except Exception as e: raise ValueError(f'{path} is not a readable .h5ad file ({type(e).__name__}): write it with adata.write_h5ad') from e
+
+# %% ../nbs/10_cli.ipynb #c1d08657
+def run_sae(data, out, checkpoint=None, label_key:str|None=None, width:int|None=None, k:int=8, layer:int|None=None, steps:int=4000,
+            batch_tokens:int=1024, buffer_tokens:int=65_536, tokens_per_cell:int|None=None, cell_batch:int=16, lr:float=1e-3,
+            device:str='cpu', save_every:int|None=None, resume:bool=False, seed:int=0, progress:bool=True) -> dict:
+    "Train an SAE on the cells of the `.h5ad` `data` streamed from the model (every check first; `InputError` naming the fix); write it to `out`. Its fit summary."
+    import torch
+    from cellsteer_nb.core import DEFAULT_CHECKPOINT, DEFAULT_LAYER, split_cells
+    from cellsteer_nb.model import load_checkpoint
+    from cellsteer_nb.sae import SAETrainConfig, sae_metadata
+    from cellsteer_nb.source import CellSource, init_distributed
+    from cellsteer_nb.stream import StreamConfig, train_sae_streaming
+    for option, v, zero in (('--seed', seed, True), ('--steps', steps, False), ('--k', k, False), ('--width', width, False), ('--batch-tokens', batch_tokens, False),
+                            ('--buffer-tokens', buffer_tokens, False), ('--tokens-per-cell', tokens_per_cell, False), ('--save-every', save_every, False)):
+        _positive(option, v, zero)
+    device = check_device(device)
+    rank, world = init_distributed(device.type)
+    out, checkpoint, layer = check_out(out), Path(checkpoint or DEFAULT_CHECKPOINT), DEFAULT_LAYER if layer is None else layer
+    if not Path(data).exists(): raise InputError(f'--data {data}: no such file; pass the path of an .h5ad file')
+    adata = _checked(f'--data {data}', _open_backed, data)
+    if label_key is not None and label_key not in adata.obs: raise InputError(f"--label-key {label_key}: not in adata.obs; available columns: {list(adata.obs.columns)}")
+    model, genes = _checked(f'--checkpoint {checkpoint}', load_checkpoint, checkpoint)
+    if not 0 <= layer < model.config.num_hidden_layers: raise InputError(f'--layer {layer}: the model has layers 0 … {model.config.num_hidden_layers - 1}')
+    d = model.config.hidden_size; width = width or 8 * d
+    if width % d: raise InputError(f"--width {width} is not a multiple of the model's hidden size {d}: pass e.g. {8 * d} (8 ×)")
+    source = _checked(f'--data {data}', CellSource, adata, genes)
+    cfg = SAETrainConfig(expansion=width // d, k=k, steps=steps, batch_size=batch_tokens, lr=lr, seed=seed)
+    n_train = len(split_cells(source.n_cells, cfg.heldout_frac, seed)[0])
+    if world > n_train: raise InputError(f'{world} processes for {n_train} training cells: run at most {n_train} (torchrun --nproc-per-node)')
+    if k > width: raise InputError(f'--k {k} is larger than --width {width}: pick k ≤ width')
+    try:
+        sae, quality, history = train_sae_streaming(model.to(device), source, cfg, StreamConfig(buffer_tokens, tokens_per_cell, cell_batch), layer,
+                                                    sae_metadata(checkpoint, layer), out, save_every, resume, progress)
+    except (ValueError, FileNotFoundError) as e:   # the stream's and the checkpoint's checks name their option
+        if str(e).startswith('--'): raise InputError(one_line(e)) from e
+        raise
+    return {'out': str(out), 'n_features': width, 'k': k, 'layer': layer, 'steps': steps, 'batch_tokens': batch_tokens, 'world': world,
+            'n_cells': source.n_cells, **{f'heldout_{m}': quality[m] for m in ('fvu', 'l0', 'dead_frac')}}
+
 # %% ../nbs/10_cli.ipynb #76b8e9e0
 def _float_or_none(s:str): return None if s.lower() == 'none' else float(s)
 
@@ -154,7 +204,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--genes', required=True, metavar='FILE', help='the gene panel in token order: one symbol per line, or a TSV with a gene_name column')
     c.add_argument('--out', required=True, metavar='DIR', help='checkpoint folder to write')
     c.add_argument('--depth-floor', type=_float_or_none, default=5.0, help="floor of the depth tokens' log10 total counts, or none (AIDO.Cell's backbones.py uses 5.0)")
-    for q in (r, c):
+    s = sub.add_parser('sae', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       help='train a TopK SAE on the hooked layer of your cells, streamed (no activation store); torchrun for many processes',
+                       description='Stream the cells of an .h5ad (read backed, a batch at a time) through the model up to the hooked layer, mix the gene '
+                                   'tokens in a shuffle buffer and train a TopK SAE on them; write it in the SAELens layout (cfg.json, '
+                                   'sae_weights.safetensors) with fit.json to OUT, for cellsteer report --sae OUT. Under torchrun --nproc-per-node N '
+                                   '-m cellsteer_nb sae ... each process streams its share of the cells and gradients are summed (gloo on CPUs, nccl on GPUs).')
+    s.add_argument('--data', required=True, metavar='H5AD', help='AnnData file with log-normalised (or raw count) expression, gene symbols as var_names')
+    s.add_argument('--out', required=True, metavar='DIR', help='SAE folder to write (resume state in DIR/resume/)')
+    s.add_argument('--checkpoint', default=None, metavar='DIR', help='model checkpoint folder; default: the embedded 18 × 64 model')
+    s.add_argument('--label-key', default=None, metavar='KEY', help='obs column of cell labels (checked; recorded, not used for training)')
+    s.add_argument('--width', type=int, default=None, help="number of features (a multiple of the model's hidden size; default 8 × hidden)")
+    s.add_argument('--k', type=int, default=8, help='active features per token (TopK)')
+    s.add_argument('--layer', type=int, default=12, help='hooked layer (0-based; the residual stream after encoder.layer[LAYER])')
+    s.add_argument('--steps', type=int, default=4000, help='optimiser steps')
+    s.add_argument('--batch-tokens', type=int, default=1024, help='gene tokens per step, over all processes')
+    s.add_argument('--buffer-tokens', type=int, default=65_536, help="tokens mixed in each process's shuffle buffer")
+    s.add_argument('--tokens-per-cell', type=int, default=None, help='gene tokens sampled per cell and epoch (default: every gene token)')
+    s.add_argument('--lr', type=float, default=1e-3, help='Adam learning rate')
+    s.add_argument('--seed', type=int, default=0, help='seed of the SAE initialisation, the cell split and every draw of the stream')
+    s.add_argument('--device', default='cpu', help='torch device of the model and the SAE, e.g. cuda (under torchrun each process takes cuda:LOCAL_RANK)')
+    s.add_argument('--save-every', type=int, default=None, metavar='K', help='write the resume state every K steps into OUT/resume/')
+    s.add_argument('--resume', action='store_true', help='continue from the newest checkpoint in OUT/resume/ (same arguments)')
+    for q in (r, c, s):
         q.add_argument('--quiet', action='store_true', help='no progress bars or step messages')
         q.add_argument('--debug', action='store_true', help='show the traceback of an error')
     return p
@@ -178,10 +250,22 @@ def _one_line_warnings():
 
 def _report(args, log) -> list:
     "`cellsteer report`: run it; the lines to print."
+    _positive('--seed', args.seed, allow_zero=True)
     markers = tuple(g.strip() for g in args.markers.split(',') if g.strip())
     res = run_report(args.data, args.label_key, args.source, args.target, args.out, markers, args.small, args.checkpoint, args.sae,
                      args.layer, args.seed, log, args.device)
     return summary_lines(res) + [f'cellsteer: wrote {Path(args.out)}/report.md, results.json, figures/, features.csv, steering_alpha.csv, cellsteer.h5ad']
+
+def _sae(args, log) -> list:
+    "`cellsteer sae`: train and write the SAE; the lines to print (rank 0 only, under torchrun)."
+    res = run_sae(args.data, args.out, args.checkpoint, args.label_key, args.width, args.k, args.layer, args.steps, args.batch_tokens,
+                  args.buffer_tokens, args.tokens_per_cell, lr=args.lr, device=args.device, save_every=args.save_every, resume=args.resume,
+                  seed=args.seed, progress=not args.quiet)
+    from cellsteer_nb.source import rank_world
+    if rank_world()[0] != 0: return []
+    return [f"cellsteer: wrote {res['out']}: {res['n_features']:,} features, k {res['k']}, layer {res['layer']}, {res['steps']:,} steps of {res['batch_tokens']:,} tokens "
+            f"on {res['world']} process(es); held-out FVU {res['heldout_fvu']:.4f}, L0 {res['heldout_l0']:.1f}, dead {res['heldout_dead_frac']:.1%}. "
+            f"Pass --sae {res['out']} to cellsteer report"]
 
 def _convert_hf(args, log) -> list:
     "`cellsteer convert-hf`: write the checkpoint; the lines to print."
@@ -206,7 +290,7 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', FutureWarning); warnings.simplefilter('ignore', DeprecationWarning)
             warnings.showwarning = _one_line_warnings()
-            lines = (_report if args.command == 'report' else _convert_hf)(args, log)
+            lines = {'report': _report, 'sae': _sae, 'convert-hf': _convert_hf}[args.command](args, log)
     except KeyboardInterrupt:
         print(f'cellsteer: interrupted; {args.out} left as it was', file=sys.stderr); return 130
     except InputError as e:
@@ -215,7 +299,7 @@ def main(argv=None) -> int:
     except Exception as e:
         if args.debug: raise
         print(f'cellsteer: error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)', file=sys.stderr); return 1
-    print('\n'.join(lines))
+    if lines: print('\n'.join(lines))
     return 0
 
 def console():

@@ -6,11 +6,12 @@
 __all__ = ['DEFAULT_LAYER', 'EMBED_KEY', 'EMBED_UNS', 'FBAR_KEY', 'FBAR_UNS', 'CELL_TYPE_KEY', 'DEPTH_KEY', 'SOURCE', 'TARGET',
            'ASSETS', 'DEFAULT_CHECKPOINT', 'TYPE_COLOURS', 'EXTRA_COLOURS', 'MANIFEST', 'type_colour', 'type_palette',
            'label_points', 'in_test', 'dense', 'batches', 'split_cells', 'file_hash', 'code_version', 'cache_key',
-           'model_fingerprint', 'atomic_write', 'CacheWarning', 'cache_dir', 'seal_entry', 'entry_ok', 'cached_arrays',
-           'memoized', 'cached_object', 'save_figure', 'round_sig', 'dumps_json', 'set_path', 'StepResult']
+           'model_fingerprint', 'atomic_write', 'pid_alive', 'remove_orphan_staging', 'CacheWarning', 'cache_dir',
+           'seal_entry', 'entry_ok', 'cached_arrays', 'memoized', 'cached_object', 'save_figure', 'round_sig',
+           'dumps_json', 'set_path', 'StepResult']
 
 # %% ../nbs/00_core.ipynb #f5c0a959
-import functools, hashlib, importlib, io, json, math, os, pickle, tempfile, warnings, zipfile
+import functools, hashlib, importlib, io, json, math, os, pickle, shutil, tempfile, warnings, zipfile
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -175,6 +176,20 @@ def atomic_write(path, data) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
     return path
+
+# %% ../nbs/00_core.ipynb #142c94a5
+def pid_alive(pid:int) -> bool:
+    "True if a process `pid` exists on this machine."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass
+    return True
+
+def remove_orphan_staging(folder) -> list:
+    "Remove the `.<name>.<pid>` staging folders in `folder` whose process is gone (left by a killed run); the removed paths."
+    gone = [p for p in Path(folder).glob('.*.*') if p.is_dir() and p.name.rsplit('.', 1)[-1].isdigit() and not pid_alive(int(p.name.rsplit('.', 1)[-1]))]
+    for p in gone: shutil.rmtree(p, ignore_errors=True)
+    return gone
 
 # %% ../nbs/00_core.ipynb #ecd3fc62
 class CacheWarning(UserWarning):

@@ -10,7 +10,7 @@ import json, os, shutil
 from pathlib import Path
 import numpy as np, torch
 from tqdm.auto import tqdm
-from .core import DEFAULT_LAYER, atomic_write, batches, cache_dir, cache_key, entry_ok, model_fingerprint, seal_entry
+from .core import DEFAULT_LAYER, atomic_write, batches, cache_dir, cache_key, entry_ok, model_fingerprint, seal_entry, remove_orphan_staging
 
 # %% ../nbs/04a_store.ipynb #dbd9dae7
 class ActivationStore:
@@ -87,6 +87,7 @@ def activation_store_for(model, values, depth, layer:int=DEFAULT_LAYER) -> 'Acti
     key = cache_key('acts', values.numpy(), depth.numpy(), model_fingerprint(model), layer, deps=STORE_DEPS)
     path = cache_dir()/'activations'/key
     if entry_ok(path, key): return ActivationStore(path)
+    remove_orphan_staging(path.parent)   # folders of killed builders
     staged = path.parent/f'.{key}.{os.getpid()}'   # this process's own folder, renamed into place when complete
     shutil.rmtree(staged, ignore_errors=True)
     write_activation_store(model, values, depth, staged, layer, key=key)
