@@ -131,7 +131,10 @@ def _positive(option:str, value, allow_zero:bool=False):
 def _open_backed(path):
     "The `.h5ad` at `path` opened backed (rows read on demand)."
     import anndata as ad
-    try: return ad.read_h5ad(path, backed='r')
+    try:
+        with warnings.catch_warnings():   # duplicated names are refused by CellSource, with the fix named
+            warnings.filterwarnings('ignore', message='Variable names are not unique')
+            return ad.read_h5ad(path, backed='r')
     except Exception as e: raise ValueError(f'{path} is not a readable .h5ad file ({type(e).__name__}): write it with adata.write_h5ad') from e
 
 # %% ../nbs/10_cli.ipynb #c1d08657

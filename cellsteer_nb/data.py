@@ -90,7 +90,10 @@ def load_h5ad(path, label_key:str, layer:str|None=None, use_raw:bool=False) -> a
     from pathlib import Path
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'{path} does not exist')
-    try: adata = ad.read_h5ad(path)
+    try:
+        with warnings.catch_warnings():   # duplicated names are refused below, with the fix named
+            warnings.filterwarnings('ignore', message='Variable names are not unique')
+            adata = ad.read_h5ad(path)
     except Exception as e: raise ValueError(f'{path} is not a readable .h5ad file ({type(e).__name__}): write it with adata.write_h5ad') from e
     return prepare_adata(adata, label_key, layer, use_raw)
 

@@ -127,6 +127,9 @@ def bad(tmp_path_factory):
     files['nan'] = _h5ad(d/'nan.h5ad', X=np.where(np.arange(X.shape[1]) == 3, np.nan, X).astype(np.float32))
     files['inf'] = _h5ad(d/'inf.h5ad', X=np.where(np.arange(X.shape[1]) == 3, np.inf, X).astype(np.float32))
     files['panel'] = _h5ad(d/'panel.h5ad', var_names=[f'GENE{i}' for i in range(X.shape[1])])
+    names = list(load_pbmc68k().var_names); names[1] = names[0]
+    files['dup'] = _h5ad(d/'dup.h5ad', var_names=names)
+    load_pbmc68k()[:0].copy().write_h5ad(d/'empty.h5ad'); files['empty'] = d/'empty.h5ad'
     ck = d/'ckpt'; shutil.copytree(DEFAULT_CHECKPOINT, ck)
     cfg = json.loads((ck/'config.json').read_text()); cfg['intermediate_size'] += 8; (ck/'config.json').write_text(json.dumps(cfg))
     files['ckpt'] = ck
@@ -154,6 +157,9 @@ CASES = {  # name: (extra argv given the files, text the one-line error must con
     'SAE of another layer': (lambda d, f: ['--data', str(f['good']), *PAIR, '--layer', '11'], 'hook_layer: SAE has 12, model has 11'),
     'layer out of range': (lambda d, f: ['--data', str(f['good']), *PAIR, '--layer', '40'], 'the model has layers 0 … 17'),
     'marker not in panel': (lambda d, f: ['--data', str(f['good']), *PAIR, '--markers', 'FCER1A,NOTAGENE'], 'NOTAGENE not in the model'),
+    'duplicated gene names': (lambda d, f: ['--data', str(f['dup']), *PAIR], 'call adata.var_names_make_unique()'),
+    'no cells': (lambda d, f: ['--data', str(f['empty']), *PAIR], 'the data has no cells'),
+    'negative seed': (lambda d, f: ['--data', str(f['good']), *PAIR, '--seed', '-3'], '--seed -3: pass 0 or a positive integer'),
     'unknown device': (lambda d, f: ['--data', str(f['good']), *PAIR, '--device', 'gpu'], '--device gpu: Expected one of cpu, cuda'),
     **({} if torch.cuda.is_available() else
        {'no CUDA on this machine': (lambda d, f: ['--data', str(f['good']), *PAIR, '--device', 'cuda'], 'leave --device out to run on the CPU')}),
