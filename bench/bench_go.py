@@ -24,13 +24,12 @@ def main():
     from goatools.go_enrichment import GOEnrichmentStudy
     from cellsteer_nb.annotate import AnnotationConfig, expressed_genes, unit_gene_sets
     from cellsteer_nb.features import feature_stats
-    from cellsteer_nb.model import model_inputs
     from cellsteer_nb.go import load_godag, load_gene2go, propagate_assoc, go_enrichment
     model, adata, sae = C.pipeline()
     cfg = AnnotationConfig()
     genes = list(adata.var_names)
     expressed = expressed_genes(adata, cfg.min_mean, cfg.min_frac)
-    fstats = feature_stats(model, sae, *model_inputs(adata, model))
+    fstats = feature_stats(model, sae, adata)
     sets, _ = unit_gene_sets(fstats['gene_mean'], genes, expressed, cfg)
     godag = load_godag()
     direct = load_gene2go(symbols=genes)

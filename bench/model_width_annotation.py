@@ -50,9 +50,9 @@ def run() -> list:
         model, genes = load_checkpoint(path)
         go, expressed = go_context(genes), expressed_genes(adata)
         probe = probe_cv(layer_embeddings(model, values[sel], depth[sel], desc=None), y)['cv_accuracy']
-        neurons = neuron_stats(model, values, depth, 12)['gene_mean']
+        neurons = neuron_stats(model, adata, 12)['gene_mean']
         for expansion, k in SHAPES:
-            row, _ = shape_row(model, values, depth, genes, expressed, go, neurons, expansion, k, sae_metadata(path))
+            row, _ = shape_row(model, adata, values, depth, genes, expressed, go, neurons, expansion, k, sae_metadata(path))
             rows.append({'hidden': hidden, 'steps': STEPS, 'pretrain_s': info['train_seconds'], 'heldout_mse': info['history'][-1]['heldout_mse'],
                          'probe_l12': probe, 'n_panel_genes': len(genes), **row})
             print(rows[-1], flush=True)

@@ -30,21 +30,21 @@ def shuffled(fw, nw, genes, expressed, go, n:int=3) -> dict:
     return {k: float(np.mean([o[k] for o in out])) for k in ('frac_features_go_annotated', 'frac_neurons_go_annotated')}
 
 
-def controls(model, values, depth, genes, expressed, go, default_features, neurons) -> dict:
+def controls(model, adata, values, depth, genes, expressed, go, default_features, neurons) -> dict:
     torch.manual_seed(0)
     rand = init_for_pretraining(CellFoundation(model.config)).eval()
     rsae, rq, _ = fit_sae(rand, values, depth, SAETrainConfig(), progress=False)
-    rc = compare_annotation(feature_stats(rand, rsae, values, depth)['gene_mean'], neuron_stats(rand, values, depth, 12)['gene_mean'],
+    rc = compare_annotation(feature_stats(rand, rsae, adata)['gene_mean'], neuron_stats(rand, adata, 12)['gene_mean'],
                             genes, expressed, go, AnnotationConfig())['comparison']
     return {'shuffled_genes': shuffled(default_features, neurons, genes, expressed, go),
             'random_model': {'fvu': rq['fvu'], 'dead_frac': rq['dead_frac'], **{k: rc[k] for k in ('frac_features_go_annotated', 'frac_neurons_go_annotated')}}}
 
 
-def shape_row(model, values, depth, genes, expressed, go, neurons, expansion: int, k: int, metadata: dict) -> tuple:
+def shape_row(model, adata, values, depth, genes, expressed, go, neurons, expansion: int, k: int, metadata: dict) -> tuple:
     "(row, feature stats) of one SAE shape: held-out quality, how widely its features fire, and the seed's-rule comparison with `neurons`."
     t0 = time.perf_counter()
     sae, q, _ = fit_sae(model, values, depth, SAETrainConfig(expansion=expansion, k=k), metadata=metadata, progress=False)
-    fs = feature_stats(model, sae, values, depth)
+    fs = feature_stats(model, sae, adata)
     c = compare_annotation(fs['gene_mean'], neurons, genes, expressed, go, AnnotationConfig())['comparison']
     return {'expansion': expansion, 'k': k, 'n_features': sae.cfg.d_sae, 'fvu': q['fvu'], 'dead_frac': q['dead_frac'],
             'loss_recovered': q['loss_recovered'], **feature_breadth(fs['gene_active']), **c, 'seconds': time.perf_counter() - t0}, fs
@@ -58,14 +58,14 @@ def run() -> list:
         adata = align_to_panel(load_pbmc68k(), genes)
     values, depth = cell_inputs(adata)
     go, expressed = go_context(genes), expressed_genes(adata)
-    neurons = neuron_stats(model, values, depth, 12)['gene_mean']
+    neurons = neuron_stats(model, adata, 12)['gene_mean']
     rows = []
     for expansion, k in SHAPES:
-        row, fs = shape_row(model, values, depth, genes, expressed, go, neurons, expansion, k, sae_metadata())
+        row, fs = shape_row(model, adata, values, depth, genes, expressed, go, neurons, expansion, k, sae_metadata())
         if (expansion, k) == (8, 8): default_features = fs['gene_mean']
         rows.append(row)
         print(rows[-1], flush=True)
-    return rows, controls(model, values, depth, genes, expressed, go, default_features, neurons)
+    return rows, controls(model, adata, values, depth, genes, expressed, go, default_features, neurons)
 
 
 def render(rows: list, ctrl: dict) -> str:

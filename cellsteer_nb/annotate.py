@@ -13,8 +13,7 @@ from dataclasses import dataclass, asdict, field
 import numpy as np, pandas as pd, torch
 from scipy.stats import mannwhitneyu
 from .core import CELL_TYPE_KEY, StepResult, cache_key, cached_arrays, cached_object, dense, model_fingerprint
-from .model import model_inputs
-from .store import activation_store_for
+from .source import CellSource, source_for
 from .features import unit_gene_stats, feature_stats, sae_fingerprint
 from .go import GO_DIR, OBO_NAME, GENE2GO_NAME, SYMBOLS_NAME, load_godag, load_gene2go, propagate_assoc, go_enrichment, information_content, top_terms, max_ic
 
@@ -95,11 +94,11 @@ def annotate_units(gene_mean:np.ndarray, genes, expressed:np.ndarray, go:GOConte
     return units, terms
 
 # %% ../nbs/05b_annotate.ipynb #f4fe40e9
-def neuron_stats(model, values, depth, layer:int, signed:bool=False) -> dict:
-    "`unit_gene_stats` of the raw residual dimensions (|activation|, or the signed values) over all cells, cached by the activations."
-    store = activation_store_for(model, values, depth, layer)
-    return cached_arrays('neuron_stats', cache_key('neuron-stats', store.path.name, signed, deps=('features',)),
-                         lambda: unit_gene_stats(store, (lambda x: x) if signed else torch.abs, desc='neuron stats'))
+def neuron_stats(model, cells, layer:int, signed:bool=False) -> dict:
+    "`unit_gene_stats` of the raw residual dimensions (|activation|, or the signed values) over every cell of `cells` (AnnData or `CellSource`), cached by data and model."
+    source = cells if isinstance(cells, CellSource) else source_for(cells, model)
+    key = cache_key('neuron-stats', source.fingerprint(), model_fingerprint(model), layer, signed, deps=('model', 'source', 'features'))
+    return cached_arrays('neuron_stats', key, lambda: unit_gene_stats(model, source, (lambda x: x) if signed else torch.abs, layer, desc='neuron stats'))
 
 # %% ../nbs/05b_annotate.ipynb #f12eb9fb
 def compare_units(features:pd.DataFrame, neurons:pd.DataFrame, neurons_matched:pd.DataFrame) -> dict:
@@ -167,13 +166,12 @@ RULES = ('token', 'coexpression')
 
 def annotate_sae(adata, model, sae, go:GOContext|None=None, cfg:AnnotationConfig=AnnotationConfig()) -> dict:
     "For each rule in `RULES`: feature and neuron annotation tables and their comparison; plus feature statistics, for `adata`'s cells."
-    values, depth = model_inputs(adata, model)
     genes, expressed = list(adata.var_names), expressed_genes(adata, cfg.min_mean, cfg.min_frac)
     X = dense(adata.X)
     go = go or go_context(genes, cfg)
     layer = sae.cfg.hook_layer
-    fstats, nstats = feature_stats(model, sae, values, depth), neuron_stats(model, values, depth, layer)
-    z = neuron_stats(model, values, depth, layer, signed=True)['cell_mean']
+    fstats, nstats = feature_stats(model, sae, adata), neuron_stats(model, adata, layer)
+    z = neuron_stats(model, adata, layer, signed=True)['cell_mean']
     weights = {'token': (fstats['gene_mean'], nstats['gene_mean']),
                'coexpression': (coexpression_weights(fstats['cell_mean'], X), coexpression_weights(np.concatenate([z, -z], 1), X))}
     out = {r: {**compare_annotation(*weights[r], genes, expressed, go, cfg),

@@ -7,25 +7,26 @@ __all__ = ['FEATURE_DEPS', 'unit_gene_stats', 'sae_fingerprint', 'feature_stats'
 
 # %% ../nbs/04c_features.ipynb #0fdb1346
 import numpy as np, torch
-from tqdm.auto import tqdm
 from .core import FBAR_KEY, FBAR_UNS, cache_key, cached_arrays, model_fingerprint
-from .model import model_inputs
-from .store import ActivationStore, activation_store_for
+from .source import CellSource, source_for, rank_world, all_sum
 from .sae import TopKSAE
 
 # %% ../nbs/04c_features.ipynb #fab95975
 @torch.no_grad()
-def unit_gene_stats(store:ActivationStore, encode, cells=None, desc:str|None='unit stats') -> dict:
-    """Stream `cells`' gene tokens through `encode` (`(genes, d)` → `(genes, units)`): `gene_mean` and `gene_active`
-    `(units, genes)` over cells, and `cell_mean` `(cells, units)` over each cell's gene tokens."""
-    cells = np.arange(store.n_cells) if cells is None else np.asarray(cells)
-    total = active = None; cell_mean = []
-    for c in tqdm(cells, desc=desc, disable=desc is None):
-        a = encode(torch.from_numpy(store.cell_tokens(int(c)))).double().cpu()
-        if total is None: total, active = torch.zeros_like(a), torch.zeros_like(a)
-        total += a; active += a > 0; cell_mean.append(a.mean(0))
-    return {'gene_mean': (total / len(cells)).T.float().numpy(), 'gene_active': (active / len(cells)).T.float().numpy(),
-            'cell_mean': torch.stack(cell_mean).float().numpy()}
+def unit_gene_stats(model, source:CellSource, encode, layer:int, batch_size:int=16, desc:str|None='unit stats') -> dict:
+    """Run every cell of `source` through `model` up to `encoder.layer[layer]` and its gene tokens through `encode`
+    (`(cells, genes, d)` → `(cells, genes, units)`), a batch of cells at a time and sharded over ranks: `gene_mean` and
+    `gene_active` `(units, genes)` over cells, and `cell_mean` `(cells, units)` over each cell's gene tokens, in cell order."""
+    rank, world = rank_world(); device = next(model.parameters()).device
+    total = active = cell_mean = None
+    for b in source.batches(batch_size, rank, world, desc=desc if rank == 0 else None):
+        if len(b.idx) == 0: continue
+        a = encode(model(b.values.to(device), b.depth.to(device), stop_after=layer)).double().cpu()
+        if total is None: total, active, cell_mean = torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(source.n_cells, a.shape[-1], dtype=torch.float64)
+        total += a.sum(0); active += (a > 0).sum(0); cell_mean[b.idx] = a.mean(1)
+    n = source.n_cells
+    return {'gene_mean': (all_sum(total) / n).T.float().numpy(), 'gene_active': (all_sum(active) / n).T.float().numpy(),
+            'cell_mean': all_sum(cell_mean).float().numpy()}
 
 # %% ../nbs/04c_features.ipynb #ef90a896
 def sae_fingerprint(sae:TopKSAE) -> str:
@@ -33,20 +34,19 @@ def sae_fingerprint(sae:TopKSAE) -> str:
     return model_fingerprint(sae, sae.cfg)
 
 # %% ../nbs/04c_features.ipynb #a48369e6
-FEATURE_DEPS = ('sae', 'features')  # modules whose source enters the feature statistics' cache key
+FEATURE_DEPS = ('model', 'source', 'sae', 'features')  # modules whose source enters the feature statistics' cache key
 
-def feature_stats(model, sae:TopKSAE, values, depth) -> dict:
-    "`unit_gene_stats` of `sae`'s features over all cells of (`values`, `depth`), cached by activations and SAE."
-    store = activation_store_for(model, values, depth, sae.cfg.hook_layer)
-    key = cache_key('feature-stats', store.path.name, sae_fingerprint(sae), deps=FEATURE_DEPS)
-    return cached_arrays('feature_stats', key, lambda: unit_gene_stats(store, sae.encode, desc='feature stats'))
+def feature_stats(model, sae:TopKSAE, cells) -> dict:
+    "`unit_gene_stats` of `sae`'s features over every cell of `cells` (an AnnData, in memory or backed, or a `CellSource`), cached by data, model and SAE."
+    source = cells if isinstance(cells, CellSource) else source_for(cells, model)
+    key = cache_key('feature-stats', source.fingerprint(), model_fingerprint(model), sae_fingerprint(sae), deps=FEATURE_DEPS)
+    return cached_arrays('feature_stats', key, lambda: unit_gene_stats(model, source, sae.encode, sae.cfg.hook_layer, desc='feature stats'))
 
 # %% ../nbs/04c_features.ipynb #2ab7e63c
 def feature_means(adata, model, sae:TopKSAE, *, key_added:str=FBAR_KEY, copy:bool=False):
-    "Write per-cell SAE feature means over gene tokens (`fbar`, `(cells, d_sae)`) to `.obsm[key_added]`, params to `.uns['cellsteer_fbar']`."
+    "Write per-cell SAE feature means over gene tokens (`fbar`, `(cells, d_sae)`) to `.obsm[key_added]`, params to `.uns['cellsteer_fbar']` (the cells streamed in batches, sharded over ranks under `torchrun`)."
     adata = adata.copy() if copy else adata
-    values, depth = model_inputs(adata, model)
-    adata.obsm[key_added] = feature_stats(model, sae, values, depth)['cell_mean']
+    adata.obsm[key_added] = feature_stats(model, sae, adata)['cell_mean']
     adata.uns[FBAR_UNS] = {'params': {'layer': sae.cfg.hook_layer, 'd_sae': sae.cfg.d_sae, 'k': sae.cfg.k, 'pooling': 'mean over gene tokens',
                                       'key_added': key_added, 'sae_fingerprint': sae_fingerprint(sae)}}
     return adata if copy else None

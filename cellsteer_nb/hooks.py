@@ -15,7 +15,8 @@ from sklearn.model_selection import RepeatedStratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from .core import DEFAULT_LAYER, EMBED_KEY, EMBED_UNS, CELL_TYPE_KEY, SOURCE, TARGET, type_colour, type_palette, batches, cache_key, cached_arrays, cached_object, model_fingerprint
-from .model import CellFoundation, model_inputs
+from .model import CellFoundation
+from .source import run_model, source_for
 
 # %% ../nbs/03_hooks.ipynb #b4404841
 def _check_layer(model, layer):
@@ -49,17 +50,18 @@ def layer_embeddings(model:CellFoundation, values, depth, layer:int=DEFAULT_LAYE
     return torch.cat([model(values[s], depth[s], stop_after=layer).mean(1).cpu() for s in batches(len(values), batch_size, desc)]).numpy()
 
 # %% ../nbs/03_hooks.ipynb #b715ca48
-EMBED_DEPS = ('model', 'hooks')  # modules whose source enters the embedding's cache key
+EMBED_DEPS = ('model', 'hooks', 'source')  # modules whose source enters the embedding's cache key
 
 def embed_cells(adata, model:CellFoundation, *, layer:int=DEFAULT_LAYER, batch_size:int=32, key_added:str=EMBED_KEY, copy:bool=False):
     """Write the mean-pooled layer-`layer` embedding to `.obsm[key_added]` and its params to `.uns['cellsteer_embed']`.
 
-    `adata.var_names` must be the model panel in order (see `align_to_panel`). Cached by (data, weights, layer, code of `EMBED_DEPS`)."""
+    The cells are read in batches through the cell-batch source (aligned to the model's panel batch by batch; sharded over ranks
+    under `torchrun`, gathered back in cell order). Cached by (data, weights, layer, code of `EMBED_DEPS`)."""
     adata = adata.copy() if copy else adata
-    values, depth = model_inputs(adata, model)
-    key = cache_key('embed', values.numpy(), depth.numpy(), model_fingerprint(model), layer, deps=EMBED_DEPS)
+    _check_layer(model, layer)
+    key = cache_key('embed', source_for(adata, model).fingerprint(), model_fingerprint(model), layer, deps=EMBED_DEPS)
     t0 = time.perf_counter()
-    emb = cached_arrays('embeddings', key, lambda: {'emb': layer_embeddings(model, values, depth, layer, batch_size)})['emb']
+    emb = cached_arrays('embeddings', key, lambda: {'emb': run_model(model, adata, batch_size, stop_after=layer, pool=True, desc='layer embeddings').numpy()})['emb']
     adata.obsm[key_added] = emb
     adata.uns[EMBED_UNS] = {'params': {'layer': layer, 'pooling': 'mean over gene tokens', 'key_added': key_added, 'cache_key': key},
                             'seconds': time.perf_counter() - t0}

@@ -531,7 +531,7 @@ def steering_results(cfg:dict, adata, model, sae, features, coords, reducer, out
     mu_t = group_centroids(Z, adata.obs[CELL_TYPE_KEY].astype(str))[scfg.target]
     if cfg['steer_sae_seed_stability'] and OTHER_SEED_SAE.exists():
         other = load_sae(OTHER_SEED_SAE, expect=sae_metadata(checkpoint))
-        F_other = feature_stats(model, other, *model_inputs(adata, model))['cell_mean'][src]
+        F_other = feature_stats(model, other, adata)['cell_mean'][src]
         steering['seed_stability'] = seed_stability(Zs, adata.obsm[FBAR_KEY][src], F_other, W, other.W_dec.detach().cpu().numpy(), mu_t, scfg)
     atomic_write(out/'steering_alpha.csv', pd.DataFrame({'feature': np.arange(len(lat.alpha)), 'alpha': lat.alpha}).to_csv(index=False, float_format='%.9g', lineterminator='\n'))
     figures = {'steer_path': 'figures/steering_lasso_path.png', 'steer_controls': 'figures/steering_controls.png',

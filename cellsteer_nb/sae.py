@@ -114,6 +114,7 @@ class SAETrainer:
         self.opt = torch.optim.Adam(sae.parameters(), lr=lr)
         self.tokens_since_fired = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
         self.history, self.n_steps = [], 0
+        self.seconds = {'step': 0.0, 'allreduce': 0.0}   # time in steps, and in their gradient all-reduce (benchmarks)
 
     def aux_loss(self, x, x_hat, pre):
         "AuxK: this rank's share of reconstructing the error (normalised by its variance over all ranks' tokens) from the top-`aux_k` dead latents; zero when none is dead."
@@ -127,9 +128,11 @@ class SAETrainer:
     def _sync_grads(self):
         "Sum the gradients over the ranks (one flat all-reduce)."
         if rank_world()[1] == 1: return
+        t0 = time.perf_counter()
         grads = [p.grad for p in self.sae.parameters()]
         flat = all_sum(torch.cat([g.reshape(-1) for g in grads]))
         for g, s in zip(grads, flat.split([g.numel() for g in grads])): g.copy_(s.view_as(g))
+        self.seconds['allreduce'] += time.perf_counter() - t0
 
     def step(self, x) -> dict:
         "One optimisation step on this rank's batch (with the other ranks' batches, if any); returns the step's metrics over all of them."
@@ -162,7 +165,8 @@ class SAETrainer:
             x = next(it)
             if self.n_steps == 0:
                 with torch.no_grad(): self.sae.b_dec.copy_(all_sum(x.sum(0)) / all_sum(x.new_tensor(float(len(x)))))
-            m = self.step(x); self.n_steps += 1; tokens += len(x) * rank_world()[1]
+            t1 = time.perf_counter(); m = self.step(x); self.seconds['step'] += time.perf_counter() - t1
+            self.n_steps += 1; tokens += len(x) * rank_world()[1]
             if self.n_steps % log_every == 0 or self.n_steps == n_steps:
                 self.history.append({'step': self.n_steps, **m})
                 bar.set_postfix_str(f"{tokens / (time.perf_counter() - t0):,.0f} tok/s, FVU {m['fvu']:.3f}, dead {m['dead_frac']:.1%}")

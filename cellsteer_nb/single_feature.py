@@ -246,7 +246,7 @@ def _single_feature(adata, model, sae, features, cfg, small) -> SingleFeatureRes
     picks = pick_program_features(features, PROGRAMS, cfg.rule, genes)
     go = go_context(genes); expressed = expressed_genes(adata)
     values, depth = model_inputs(adata, model)
-    fbar = feature_stats(model, sae, values, depth)['cell_mean']
+    fbar = feature_stats(model, sae, adata)['cell_mean']
     secs['setup'] = time.perf_counter() - t0
     n = cfg.small_cells if small else cfg.n_cells
     feats, doses, sigs, cells = [], [], {}, {}

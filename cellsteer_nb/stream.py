@@ -23,7 +23,7 @@ class StreamConfig:
     tokens_per_cell:int|None=None # gene tokens sampled per cell and epoch (None: every gene token, as the seed trained)
     cell_batch:int=16 # cells per forward pass
 
-# %% ../nbs/04d_stream.ipynb #16429922
+# %% ../nbs/04d_stream.ipynb #191a4b18
 class ActivationStream:
     """Endless batches `(batch_tokens / world, d)` of the residual after `encoder.layer[layer]` at gene tokens of this rank's
     share of `cells`, shuffled in a buffer of `cfg.buffer_tokens`. `state` (epoch, position of the buffer's first cell batch in
@@ -39,13 +39,15 @@ class ActivationStream:
         self.cells = np.arange(source.n_cells) if cells is None else np.asarray(cells)
         rank_batches(len(self.cells), cfg.cell_batch, rank, world)   # refuses more ranks than cells before anything runs
         self.state = {'epoch': 0, 'cursor': 0, 'emitted': 0}
+        self.seconds = {'read': 0.0, 'forward': 0.0}   # time spent reading cells and running the model (benchmarks)
 
     def _tokens(self, rows, epoch:int) -> torch.Tensor:
         "Activations `(tokens, d)` of the cells `rows`: every gene token, or `tokens_per_cell` sampled per cell (seeded by cell and epoch)."
-        b = self.source.inputs(rows)
+        t0 = time.perf_counter(); b = self.source.inputs(rows); t1 = time.perf_counter()
         p = next(self.model.parameters())
         with torch.inference_mode(): acts = self.model(b.values.to(p.device), b.depth.to(p.device), stop_after=self.layer)
         acts = acts.to('cpu', self.dtype)
+        self.seconds['read'] += t1 - t0; self.seconds['forward'] += time.perf_counter() - t1
         k = self.cfg.tokens_per_cell
         if k is not None:
             pick = np.stack([np.random.default_rng([self.seed, epoch, int(c)]).choice(acts.shape[1], k, replace=False) for c in b.idx])
@@ -58,8 +60,10 @@ class ActivationStream:
         parts = rank_batches(len(self.cells), self.cfg.cell_batch, self.rank, self.world, self.seed, epoch)
         chunks, got = [], 0
         while got < self.cfg.buffer_tokens and j < len(parts):
-            chunks.append(self._tokens(self.cells[parts[j]], epoch)); got += len(chunks[-1]); j += 1
-        return torch.cat(chunks), j, j == len(parts)
+            if len(parts[j]): chunks.append(self._tokens(self.cells[parts[j]], epoch)); got += len(chunks[-1])
+            j += 1
+        empty = torch.zeros(0, self.model.config.hidden_size, dtype=self.dtype)   # a rank's empty last batch
+        return torch.cat(chunks) if chunks else empty, j, j == len(parts)
 
     def __iter__(self):
         while True:
@@ -133,7 +137,7 @@ def clear_partial(folder):
         for p in Path(folder).glob('.step_*.partial'): shutil.rmtree(p, ignore_errors=True)
     _barrier()
 
-# %% ../nbs/04d_stream.ipynb #f057d39b
+# %% ../nbs/04d_stream.ipynb #56114f6b
 @torch.no_grad()
 def stream_quality(model, sae:TopKSAE, source:CellSource, cells, layer:int, cell_batch:int=16) -> dict:
     "FVU, L0 and dead share of `sae` over every gene token of `cells`, from the model on the fly (sharded over ranks, sums all-reduced)."
@@ -142,6 +146,7 @@ def stream_quality(model, sae:TopKSAE, source:CellSource, cells, layer:int, cell
     sums = torch.zeros(4, dtype=torch.float64); sx = torch.zeros(d, dtype=torch.float64)   # sse, sum x², active, tokens
     fired = torch.zeros(sae.cfg.d_sae, dtype=torch.uint8)
     for b in source.batches(cell_batch, rank, world, cells=cells):
+        if len(b.idx) == 0: continue
         x = model(b.values.to(p.device), b.depth.to(p.device), stop_after=layer).reshape(-1, d).to(sae.b_dec.dtype)
         x_hat, f = sae(x)
         x, x_hat, f = x.double().cpu(), x_hat.double().cpu(), f.cpu()
