@@ -274,6 +274,8 @@ def render(R: dict) -> str:
               'unless the same tokens are read for many epochs. At that scale the SAE is trained from activations streamed out of the model into a shuffled '
               f"in-memory buffer (64 cells of tokens = {f(sa['stream_buffer_gb_64_cells_fp32'], 1)} GB fp32), one pass over the cells, with the forward passes "
               'sharded over GPUs (DESIGN.md §10); only per-cell feature means and the decoder are kept for the steps downstream.', '']
+    # ---------------------------------------------------------------- 8
+    L += stream_section(S)
     # ---------------------------------------------------------------- missed targets
     miss = missed(R)
     L += ['## Targets missed', ''] + ([f'- {m}' for m in miss] if miss else ['None.']) + ['']
@@ -314,6 +316,12 @@ def missed(R):
         note = lambda k: f" wall, {cpu(k) / 60:.1f} min CPU" if cpu(k) else ''
         if e2e['cold']['seconds'] > 600: out.append(f"6 `make report` cold: {e2e['cold']['seconds'] / 60:.1f} min{note('cold')} (target ≤ 10 min) — §6")
         if e2e['warm']['seconds'] > 60: out.append(f"6 `make report` warm: {e2e['warm']['seconds'] / 60:.1f} min{note('warm')} (target ≤ 1 min) — profile and fixes in §6")
+    rs, dd = S.get('stream_rss', {}), S.get('ddp', {})
+    if rs:
+        bad = {w: r for w, r in rs['ratio_16x_over_1x_above_baseline'].items() if r > 1.10}
+        if bad: out.append('8 peak RSS not flat from 1× to 16× cells (above baseline): ' + ', '.join(f'{w} {r:.2f}×' for w, r in bad.items()) + ' (target ≤ 1.10×) — §8')
+    if dd and R.get('ddp_speedup_2ranks', 0) < 1.7:
+        out.append(f"8 two gloo processes: {R['ddp_speedup_2ranks']:.2f}× the tokens/s of one (target ≥ 1.7×; load average {dd['loadavg']:.1f} while measured on 2 cores) — §8")
     return out
 
 
@@ -357,3 +365,37 @@ def e2e_diagnosis(e2e) -> list:
             'their strings — they were hashed by the strings\' memory addresses, so those keys changed from process to process and the disk caches could '
             'not have hit; (3) `make report` runs `09_report` alone (`make notebooks` runs them all). `tests/test_determinism.py` checks that a warm '
             'rerun loads the same bytes without creating any cache entry.']
+
+
+def stream_section(S: dict) -> list:
+    "Section 8: streaming SAE training and many processes (bench/bench_stream.py)."
+    rs, dd, sd = S.get('stream_rss', {}), S.get('ddp', {}), S.get('seed_stream', {})
+    if not (rs or dd or sd): return []
+    L = ['## 8. Streaming and many processes', '',
+         '`bench/bench_stream.py`: the SAE trained from activations streamed out of the model (`stream.ActivationStream` + `SAETrainer`, no '
+         'activation store), the feature-means pass over a backed `.h5ad` (`features.feature_stats` through `source.CellSource`), and the '
+         'same under `torch.distributed` (gloo, one thread per process).', '']
+    if rs:
+        runs = rs['runs']
+        rows = [[f'{m}×', f(runs[f'train_{m}x']['n_cells'], 0)] + [f"{f(runs[f'{w}_{m}x']['baseline_mb'], 0)} → {f(runs[f'{w}_{m}x']['peak_mb'], 0)} MiB "
+                f"(+{f(runs[f'{w}_{m}x']['above_baseline_mb'], 0)}), {f(runs[f'{w}_{m}x']['seconds'], 0)} s" for w in ('train', 'means')]
+                + [f(max(runs[f'{w}_{m}x']['store_bytes'] for w in ('train', 'means')), 0)] for m in (1, 4, 16)]
+        L += ['Peak RSS (VmHWM), baseline = after imports, model, SAE and opening the backed file; a fresh process and cache per cell of the table:', '']
+        L += table(['cells', 'n', 'streaming SAE training (60 steps)', 'feature-means pass (every cell)', 'activation-store bytes written'], rows)
+        r = rs['ratio_16x_over_1x_above_baseline']
+        L += ['', f"16× over 1×, above the baseline: training {f(r['train'])}×, feature means {f(r['means'])}× (target: within 10%, i.e. ≤ 1.10).", '']
+    if dd:
+        L += [f"**Two gloo processes against one** ({dd['steps']} steps of {dd['batch_tokens']:,} tokens, every gene token of each cell, alternately twice; "
+              f"load average {f(dd['loadavg'], 1)} when measured): tokens/s " + ', '.join(f"{k.replace('_', ' ')}: {f(v['tokens_per_s'], 0)}" for k, v in dd['runs'].items()) + '.', '',
+              'Time split per rank (seconds: reading cells / model forward / SAE step, of which gradient all-reduce):', '']
+        rows = [[k.replace('_', ' '), str(i)] + [f(rk[c], 1) for c in ('wall_s', 'read_s', 'forward_s', 'step_s', 'allreduce_s')]
+                for k, v in dd['runs'].items() for i, rk in enumerate(v['ranks'])]
+        L += table(['run', 'rank', 'wall', 'read', 'forward', 'SAE step', 'all-reduce'], rows) + ['']
+    if sd:
+        p = sd['prediction']
+        L += [f"**The seed's shape**: a random AIDO.Cell-100M-shaped model (18 × 640, 19,264 gene tokens) feeding a 5,120-feature k 32 SAE, "
+              f"{sd['steps']} steps of 4,096 tokens sampled from one cell each, one thread: {f(sd['s_per_step'], 1)} s a step "
+              f"(forward {f(sd['forward_s_per_step'], 1)} s, SAE step {f(sd['sae_step_s'], 2)} s), peak RSS {f(sd['peak_rss_mb'], 0)} MiB.", '',
+              f"Predicted cost of the seed's SAE on PBMC3K by FLOPs ({p['assumptions']}): {f(p['pbmc3k_1gpu_hours'], 2)} h on one H100, "
+              f"{f(p['pbmc3k_8gpu_hours'], 2)} h on eight; on this CPU at the measured rate, one thread: {f(p['pbmc3k_cpu_1thread_hours_measured_rate'], 0)} h.", '']
+    return L

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['rank_world', 'all_sum', 'all_max', 'rank_batches', 'read_rows', 'CellBatch', 'CellSource', 'source_for',
-           'gather_cells', 'run_model', 'init_distributed', 'spawn_ranks', 'source_demo_worker']
+           'gather_cells', 'run_model', 'init_distributed', 'spawn_ranks', 'save_call']
 
 # %% ../nbs/01b_source.ipynb #b9a2a902
 import math, os, tempfile, time, warnings
@@ -171,15 +171,7 @@ def spawn_ranks(fn, world:int, *args, timeout:float=60):
                 for p in ctx.processes: p.kill()
                 raise TimeoutError(f'{world} ranks of {fn.__name__} did not finish within {timeout:.0f} s')
 
-# %% ../nbs/01b_source.ipynb #6c5c79d6
-def source_demo_worker(out_dir:str, n_cells:int=40, batch_size:int=8):
-    "Spawned by the tests: embed the first `n_cells` bundled cells through `run_model` and save this rank's gathered result and cells seen."
-    from cellsteer_nb.data import load_pbmc68k
-    from cellsteer_nb.model import load_checkpoint
-    from cellsteer_nb.core import DEFAULT_CHECKPOINT
-    rank, world = rank_world()
-    model, genes = load_checkpoint(DEFAULT_CHECKPOINT)
-    adata = load_pbmc68k()[:n_cells]
-    emb = run_model(model, adata, batch_size, stop_after=12, pool=True, desc=None)
-    seen = torch.cat([torch.as_tensor(b.idx) for b in CellSource(adata, genes).batches(batch_size, rank, world)])
-    torch.save({'emb': emb, 'seen': seen}, f'{out_dir}/rank{rank}.pt')
+# %% ../nbs/01b_source.ipynb #ae4fa85e
+def save_call(out_dir:str, fn, args:tuple=(), kwargs:dict|None=None):
+    "Run `fn(*args, **kwargs)` on this rank and `torch.save` the result to `out_dir/rank{rank}.pt` (what the multi-process tests spawn)."
+    torch.save(fn(*args, **(kwargs or {})), f'{out_dir}/rank{rank_world()[0]}.pt')

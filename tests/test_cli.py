@@ -200,3 +200,27 @@ def test_raw_counts_are_normalised_with_a_warning(tmp_path):
         adata, *_ = load_inputs(path, 'bulk_labels', 'CD14+ Monocyte', 'Dendritic', small=True)
     assert any('raw counts detected' in str(x.message) for x in w)
     assert adata.X.max() < 15 and np.allclose(np.expm1(adata.X).sum(1), 1e4, rtol=1e-3)   # log1p(CP10k)
+
+
+def test_torchrun_report_on_two_processes_agrees(first_run, work):
+    """`torchrun --nproc-per-node 2 -m cellsteer_nb report`: the cell passes (embedding, feature and neuron statistics) are
+    sharded over two gloo processes (recomputed: their cache entries are removed from a copy of the first run's cache) and
+    rank 0 alone writes; the results equal the one-process run's within the cross-hardware tolerances."""
+    from cellsteer_nb.reference import close_enough
+    d, env = work
+    out, _ = first_run
+    cache = d/'cache_ddp'; shutil.copytree(d/'cache', cache)
+    for step in ('embeddings', 'feature_stats', 'neuron_stats'): shutil.rmtree(cache/step, ignore_errors=True)
+    torchrun = Path(sys.executable).parent/'torchrun'
+    r = subprocess.run([str(torchrun), '--standalone', '--nproc-per-node=2', '-m', 'cellsteer_nb', 'report', '--data', str(d/'pbmc.h5ad'), *PAIR,
+                        '--small', '--quiet', '--out', str(d/'ddp')], env={**env, 'CELLSTEER_CACHE': str(cache)}, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count('closer') == 1                                            # one summary: rank 0's
+    assert sorted((cache/'feature_stats').iterdir())                                 # recomputed by the two ranks
+    def flat(o, pre=''):
+        if isinstance(o, dict): return {k2: v2 for k, v in o.items() for k2, v2 in flat(v, f'{pre}{k}.').items()}
+        return {pre[:-1]: o}
+    one, two = (flat(json.loads((p/'results.json').read_text())) for p in (out, d/'ddp'))
+    assert set(one) == set(two)
+    bad = [k for k in one if k != 'data.file' and isinstance(one[k], (int, float)) and not isinstance(one[k], bool) and not close_enough(k, one[k], two[k])]
+    assert not bad, [(k, one[k], two[k]) for k in bad[:10]]

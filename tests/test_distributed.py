@@ -85,3 +85,17 @@ def test_more_processes_than_cells_is_refused(tiny, tmp_path):
     r = _torchrun(4, args)
     assert r.returncode != 0 and 'cellsteer: error: 4 processes for 3 training cells: run at most 3' in r.stderr, r.stderr[-2000:]
     assert not (tmp_path/'o'/'cfg.json').exists()
+
+
+def test_feature_statistics_from_two_ranks_equal_one_process(tiny, tmp_path, monkeypatch):
+    from cellsteer_nb.features import feature_stats, unit_gene_stats
+    from cellsteer_nb.sae import SAEConfig, TopKSAE
+    from cellsteer_nb.source import save_call, spawn_ranks
+    monkeypatch.setenv('CELLSTEER_CACHE', str(tmp_path/'cache'))     # the spawned ranks compute (and cache) it themselves
+    model, sae, cells = tiny_model(12), TopKSAE(SAEConfig(8, 32, 4, hook_layer=1), seed=3), ad.read_h5ad(tiny/'cells.h5ad')
+    spawn_ranks(save_call, 2, str(tmp_path), feature_stats, (model, sae, cells), timeout=120)
+    r0, r1 = (torch.load(tmp_path/f'rank{r}.pt', weights_only=False) for r in (0, 1))
+    one = unit_gene_stats(model, CellSource(cells, model.genes), sae.encode, 1, desc=None)
+    for k in ('gene_mean', 'gene_active', 'cell_mean'):
+        assert np.array_equal(r0[k], r1[k]), k                        # every rank holds the gathered result
+        np.testing.assert_allclose(r0[k], one[k], rtol=1e-5, atol=1e-7, err_msg=k)
