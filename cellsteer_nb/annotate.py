@@ -95,10 +95,13 @@ def annotate_units(gene_mean:np.ndarray, genes, expressed:np.ndarray, go:GOConte
 
 # %% ../nbs/05b_annotate.ipynb #f4fe40e9
 def neuron_stats(model, cells, layer:int, signed:bool=False) -> dict:
-    "`unit_gene_stats` of the raw residual dimensions (|activation|, or the signed values) over every cell of `cells` (AnnData or `CellSource`), cached by data and model."
+    """`unit_gene_stats` of the raw residual dimensions (|activation|, or the signed values) over every cell of `cells` (AnnData or
+    `CellSource`), cached by data and model; both kinds come from one pass over the cells."""
     source = cells if isinstance(cells, CellSource) else source_for(cells, model)
-    key = cache_key('neuron-stats', source.fingerprint(), model_fingerprint(model), layer, signed, deps=('model', 'source', 'features'))
-    return cached_arrays('neuron_stats', key, lambda: unit_gene_stats(model, source, (lambda x: x) if signed else torch.abs, layer, desc='neuron stats'))
+    key = cache_key('neuron-stats', source.fingerprint(), model_fingerprint(model), layer, deps=('model', 'source', 'features'))
+    both = cached_arrays('neuron_stats', key, lambda: unit_gene_stats(model, source, lambda x: torch.cat([x.abs(), x], -1), layer, desc='neuron stats'))
+    d = both['cell_mean'].shape[1] // 2; part = slice(d, None) if signed else slice(0, d)
+    return {'gene_mean': both['gene_mean'][part], 'gene_active': both['gene_active'][part], 'cell_mean': both['cell_mean'][:, part]}
 
 # %% ../nbs/05b_annotate.ipynb #f12eb9fb
 def compare_units(features:pd.DataFrame, neurons:pd.DataFrame, neurons_matched:pd.DataFrame) -> dict:

@@ -215,7 +215,7 @@ def test_torchrun_report_on_two_processes_agrees(first_run, work):
     r = subprocess.run([str(torchrun), '--standalone', '--nproc-per-node=2', '-m', 'cellsteer_nb', 'report', '--data', str(d/'pbmc.h5ad'), *PAIR,
                         '--small', '--quiet', '--out', str(d/'ddp')], env={**env, 'CELLSTEER_CACHE': str(cache)}, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count('closer') == 1                                            # one summary: rank 0's
+    assert r.stdout.count('cellsteer: wrote') == 1                                  # one summary: rank 0's
     assert sorted((cache/'feature_stats').iterdir())                                 # recomputed by the two ranks
     def flat(o, pre=''):
         if isinstance(o, dict): return {k2: v2 for k, v in o.items() for k2, v2 in flat(v, f'{pre}{k}.').items()}
