@@ -318,8 +318,9 @@ def missed(R):
         if e2e['warm']['seconds'] > 60: out.append(f"6 `make report` warm: {e2e['warm']['seconds'] / 60:.1f} min{note('warm')} (target ≤ 1 min) — profile and fixes in §6")
     rs, dd = S.get('stream_rss', {}), S.get('ddp', {})
     if rs:
-        bad = {w: r for w, r in rs['ratio_16x_over_1x_above_baseline'].items() if r > 1.10}
-        if bad: out.append('8 peak RSS not flat from 1× to 16× cells (above baseline): ' + ', '.join(f'{w} {r:.2f}×' for w, r in bad.items()) + ' (target ≤ 1.10×) — §8')
+        bad = {w: r for w, r in rs['ratio_largest_over_1x_above_baseline'].items() if r > 1.10}
+        if bad: out.append('8 peak RSS not flat (above baseline, largest over 1×): ' + ', '.join(f"{w} {r:.2f}× at {rs['largest'][w]}×" for w, r in bad.items()) + ' (target ≤ 1.10×) — §8')
+        if any(m != 16 for m in rs['largest'].values()): out.append('8 the feature-means pass was not measured at 16× (time) — §8')
     if dd and R.get('ddp_speedup_2ranks', 0) < 1.7:
         out.append(f"8 two gloo processes: {R['ddp_speedup_2ranks']:.2f}× the tokens/s of one (target ≥ 1.7×; load average {dd['loadavg']:.1f} while measured on 2 cores) — §8")
     return out
@@ -377,13 +378,14 @@ def stream_section(S: dict) -> list:
          'same under `torch.distributed` (gloo, one thread per process).', '']
     if rs:
         runs = rs['runs']
-        rows = [[f'{m}×', f(runs[f'train_{m}x']['n_cells'], 0)] + [f"{f(runs[f'{w}_{m}x']['baseline_mb'], 0)} → {f(runs[f'{w}_{m}x']['peak_mb'], 0)} MiB "
-                f"(+{f(runs[f'{w}_{m}x']['above_baseline_mb'], 0)}), {f(runs[f'{w}_{m}x']['seconds'], 0)} s" for w in ('train', 'means')]
-                + [f(max(runs[f'{w}_{m}x']['store_bytes'] for w in ('train', 'means')), 0)] for m in (1, 4, 16)]
+        cell = lambda k: (f"{f(runs[k]['baseline_mb'], 0)} → {f(runs[k]['peak_mb'], 0)} MiB (+{f(runs[k]['above_baseline_mb'], 0)}), {f(runs[k]['seconds'], 0)} s"
+                          if k in runs else 'not measured (time)')
+        rows = [[f'{m}×', f(runs[f'train_{m}x']['n_cells'], 0), cell(f'train_{m}x'), cell(f'means_{m}x'),
+                 f(max(runs[k]['store_bytes'] for k in (f'train_{m}x', f'means_{m}x') if k in runs), 0)] for m in (1, 4, 16)]
         L += ['Peak RSS (VmHWM), baseline = after imports, model, SAE and opening the backed file; a fresh process and cache per cell of the table:', '']
-        L += table(['cells', 'n', 'streaming SAE training (60 steps)', 'feature-means pass (every cell)', 'activation-store bytes written'], rows)
-        r = rs['ratio_16x_over_1x_above_baseline']
-        L += ['', f"16× over 1×, above the baseline: training {f(r['train'])}×, feature means {f(r['means'])}× (target: within 10%, i.e. ≤ 1.10).", '']
+        L += table(['cells', 'n', 'streaming SAE training (20 steps)', 'feature-means pass (every cell)', 'activation-store bytes written'], rows)
+        r, big = rs['ratio_largest_over_1x_above_baseline'], rs['largest']
+        L += ['', 'Largest over 1×, above the baseline: ' + ', '.join(f"{w} ({big[w]}×) {f(v)}×" for w, v in r.items()) + ' (target at 16×: within 10%, i.e. ≤ 1.10).', '']
     if dd:
         L += [f"**Two gloo processes against one** ({dd['steps']} steps of {dd['batch_tokens']:,} tokens, every gene token of each cell, alternately twice; "
               f"load average {f(dd['loadavg'], 1)} when measured): tokens/s " + ', '.join(f"{k.replace('_', ' ')}: {f(v['tokens_per_s'], 0)}" for k, v in dd['runs'].items()) + '.', '',
