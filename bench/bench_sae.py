@@ -34,6 +34,8 @@ def ablation_variants():
             ('+ sparse step', {**old, 'sparse_step': new['sparse_step']}),
             ('+ sparse step + gradient clipping', {**old, 'sparse_step': new['sparse_step'], 'grad_clip': new['grad_clip']}),
             ('current recipe, dense step', {**new, 'sparse_step': old['sparse_step']}),
+            ('current recipe, no clipping', {**new, 'grad_clip': old['grad_clip']}),
+            ('committed recipe at 3x the learning rate', {**old, 'lr_factor': 3}),
             ('current recipe (sparse step, clipping, dead window 2,000,000 tokens)', new)]
 
 
@@ -47,7 +49,7 @@ def ours_child(d, k, d_sae, lr, seed):
     steps, batch, d_in = B.shape
     r = {**{kk: getattr(SAETrainConfig(), kk) for kk in RECIPE_KEYS}, **json.loads(os.environ.get('BENCH_RECIPE') or '{}')}
     sae = TopKSAE(SAEConfig(d_in, d_sae, k, dead_after_tokens=r['dead_after_tokens']), seed=seed)
-    tr = SAETrainer(sae, lr, seed, grad_clip=r['grad_clip'], sparse=r['sparse_step'])
+    tr = SAETrainer(sae, lr * r.get('lr_factor', 1), seed, grad_clip=r['grad_clip'], sparse=r['sparse_step'])
     if os.environ.get('BENCH_PROFILE'):
         from torch.profiler import profile, ProfilerActivity
         n = min(steps, 200)
@@ -94,7 +96,7 @@ def main():
         np.save(os.path.join(d, 'train_batches.npy'), np.concatenate(toks)[:a.steps * batch].reshape(a.steps, batch, -1))
         np.save(os.path.join(d, 'heldout.npy'), np.concatenate([store.cell_tokens(int(c)) for c in held]))
         args = [d, str(k), str(d_sae), str(lr), str(tc.seed)]
-        rows = []
+        rows, load = [], [C.loadavg()]
         for r in range(a.repeats):
             order = ('ours', 'theirs') if r % 2 == 0 else ('theirs', 'ours')
             got = {}
@@ -114,6 +116,7 @@ def main():
             o = C.run_child([str(C.BENCH/'bench_sae.py'), '--child', *args], env={'BENCH_RECIPE': json.dumps(rec)})
             ablation.append({'name': name, **o})
             print(f"ablation {name}: {o['tokens_per_s']:,.0f} tok/s FVU {o['heldout_fvu']:.4f}", flush=True)
+        load.append(C.loadavg())
     ratios = [x['ratio_tokens_per_s'] for x in rows]
     with tempfile.TemporaryDirectory(prefix='cellsteer_sae_prof_') as d:   # where our training step spends its time, before and after
         np.save(os.path.join(d, 'train_batches.npy'), np.stack([next(it).numpy()[:batch] for _ in range(200)]))
@@ -128,7 +131,8 @@ def main():
            'saelens_tokens_per_s': C.median([x['saelens']['tokens_per_s'] for x in rows]),
            'fvu_ours': fo, 'fvu_saelens': ft, 'fvu_ratio': fo / ft, 'saelens_version': rows[-1]['saelens'].get('sae_lens_version'),
            'saelens_cfg': saelens_cfg, 'profile_ours': prof, 'profile_committed': prof_committed, 'ablation': ablation,
-           'ours_recipe': rows[-1]['ours'].get('recipe'), 'ours_aux_coeff': SAEConfig(store.d, d_sae, k).aux_coeff}
+           'ours_recipe': rows[-1]['ours'].get('recipe'),
+           'cpu_model': C.environment()['cpu_model'], 'loadavg_1min': load, 'ours_aux_coeff': SAEConfig(store.d, d_sae, k).aux_coeff}
     C.save_results('sae', out, {'sae_speedup': out['speedup'], 'sae_fvu_ours': fo, 'sae_fvu_reference': ft})
 
 

@@ -140,7 +140,9 @@ def render(R: dict) -> str:
         L += table(['repeat', 'ours tokens/s', 'SAELens tokens/s', 'ratio', 'ours FVU', 'SAELens FVU'],
                    [[i, f(r['ours']['tokens_per_s'], 0), f(r['saelens']['tokens_per_s'], 0), f(r['ratio_tokens_per_s']), f(r['ours']['heldout_fvu'], 4), f(r['saelens']['heldout_fvu'], 4)]
                     for i, r in enumerate(sae['repeats'])])
-        L += ['', f"FVU ours / SAELens = {f(sae['fvu_ratio'])} (target ≤ 1.05).", '']
+        L += ['', f"FVU ours / SAELens = {f(sae['fvu_ratio'])} (target ≤ 1.05)."
+              + (f" Measured on {sae['cpu_model']} with the 1-minute load average at {' / '.join(f(x, 1) for x in sae['loadavg_1min'])} (start / end; "
+                 '2 cores shared with other jobs), so absolute tokens/s are low and vary; the ratios come from runs interleaved in time.' if sae.get('loadavg_1min') else ''), '']
         rec = sae.get('ours_recipe')
         if rec:
             L += [f"Ours: `SAETrainConfig()`'s recipe — the sparse step (`TopKSAE.encode_topk` / `decode_topk`: one dense encoder product and `topk` "
