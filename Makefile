@@ -44,7 +44,7 @@ sae: install
 
 # The default SAE's recipe with seed 1: the report's stability check of the moved set across SAE seeds.
 sae-seed1: install
-	$(BIN)/python -c "from cellsteer_nb.sae import train_default_sae, SAETrainConfig; from cellsteer_nb.core import ASSETS; train_default_sae(out=ASSETS/'sae_l12_seed1', cfg=SAETrainConfig(seed=1))"
+	$(BIN)/python -c "from cellsteer_nb.sae import train_default_sae, committed_sae_recipe; from cellsteer_nb.core import ASSETS; train_default_sae(out=ASSETS/'sae_l12_seed1', cfg=committed_sae_recipe(seed=1))"
 
 # The long reference fit of the expression objective and the final-layer variant (unmasked readout, about 15 min on 1 core), and
 # on the masked-context readout a reference on a fixed sample of 12 source cells plus the report's masked configuration with and

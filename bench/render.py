@@ -140,7 +140,31 @@ def render(R: dict) -> str:
         L += table(['repeat', 'ours tokens/s', 'SAELens tokens/s', 'ratio', 'ours FVU', 'SAELens FVU'],
                    [[i, f(r['ours']['tokens_per_s'], 0), f(r['saelens']['tokens_per_s'], 0), f(r['ratio_tokens_per_s']), f(r['ours']['heldout_fvu'], 4), f(r['saelens']['heldout_fvu'], 4)]
                     for i, r in enumerate(sae['repeats'])])
-        L += ['', f"FVU ours / SAELens = {f(sae['fvu_ratio'])} (target ≤ 1.05).", '']
+        L += ['', f"FVU ours / SAELens = {f(sae['fvu_ratio'])} (target ≤ 1.05)."
+              + (f" Measured on {sae['cpu_model']} with the 1-minute load average at {' / '.join(f(x, 1) for x in sae['loadavg_1min'])} (start / end; "
+                 '2 cores shared with other jobs), so absolute tokens/s are low and vary; the ratios come from runs interleaved in time.' if sae.get('loadavg_1min') else ''), '']
+        rec = sae.get('ours_recipe')
+        if rec:
+            L += [f"Ours: `SAETrainConfig()`'s recipe — the sparse step (`TopKSAE.encode_topk` / `decode_topk`: one dense encoder product and `topk` "
+                  f"without autograd, then only the k selected encoder columns and decoder rows, forward and backward) {'on' if rec.get('sparse_step') else 'off'}, "
+                  f"gradient-norm clipping at {rec.get('grad_clip')} on the normalised loss, AuxK dead window {f(rec.get('dead_after_tokens'))} tokens, "
+                  f"AuxK coefficient {sae.get('ours_aux_coeff')}, unit-norm decoder rows as before. The committed SAEs were trained with the dense step, "
+                  'no clipping and a 100,000-token window (`LEGACY_SAE_RECIPE`).', '']
+        if sae.get('ablation'):
+            ab, ts = sae['ablation'], sae['saelens_tokens_per_s']
+            L += ['**Ablation** (one run each on the same batches; tokens/s ratio against the median SAELens run above, FVU ratio against its median FVU):', '']
+            L += table(['recipe', 'tokens/s', '× SAELens tokens/s', 'held-out FVU', '× SAELens FVU'],
+                       [[r['name'], f(r['tokens_per_s'], 0), f(r['tokens_per_s'] / ts), f(r['heldout_fvu'], 4), f(r['heldout_fvu'] / sae['fvu_saelens'])] for r in ab])
+            L += ['']
+        pc, pn = sae.get('profile_committed'), sae.get('profile_ours')
+        if pc and pn:
+            L += [f"**Where the step's time goes** (torch profiler, self CPU time, {pn['steps']} steps; before: the committed recipe, "
+                  f"{f(pc['seconds_profiled'] / pc['steps'] * 1e3, 1)} ms a step under the profiler; after: the current recipe, "
+                  f"{f(pn['seconds_profiled'] / pn['steps'] * 1e3, 1)} ms):", '']
+            L += table(['', 'op', 'ms a step', 'share', 'calls a step'],
+                       [['before', r['op'], f(r['self_ms'] / pc['steps'], 2), f"{100 * r['share']:.0f}%", f(r['calls'] / pc['steps'], 1)] for r in pc['top_ops'][:6]]
+                       + [['after', r['op'], f(r['self_ms'] / pn['steps'], 2), f"{100 * r['share']:.0f}%", f(r['calls'] / pn['steps'], 1)] for r in pn['top_ops'][:6]])
+            L += ['']
     # ---------------------------------------------------------------- 4
     if ex:
         fl, fl6 = ex['flops_h64'], ex['flops_h640']
@@ -329,21 +353,8 @@ def missed(R):
 def sae_note(sae):
     p = sae.get('profile_ours')
     if not p: return ''
-    ops = {r['op']: r for r in p['top_ops']}
-    topk = ops.get('aten::topk', {}).get('calls', 0) / p['steps']
-    cfg = sae.get('saelens_cfg') or {}
-    return ('. Our training step, by self CPU time over ' + f"{p['steps']} steps: " + '; '.join(f"`{r['op']}` {100 * r['share']:.0f}%" for r in p['top_ops'][:6]) +
-            '. The encoder and the decoder are both dense products of the same size, so the decode (f @ W_dec, with f '
-            f"{sae['k']}-sparse of {sae['width']}) and its backward are about half of the matmul time; `topk` ran {topk:.1f} times a step (the AuxK loss adds "
-            'one whenever a latent is dead); the per-step metrics (FVU, L0, dead share, each an `.item()` and a mean-centring) and the dense zeros + scatter '
-            'of the codes add the copies and fills. Tried in a side experiment (same batches, one thread): decoding by gathering the k decoder rows '
-            '(`embedding_bag`) instead of the dense product gained little, because the encoder product and `topk` remain; not adopted. The FVU gap is likely the recipe rather than anything speed-related: SAELens '
-            f"initialises the decoder at norm {cfg.get('decoder_init_norm')}, selects the top k on decoder-norm-scaled pre-activations and weighs AuxK at "
-            f"{cfg.get('aux_loss_coefficient')} (ours {sae.get('ours_aux_coeff', '—')}), and clips gradients; at the same number of steps its held-out FVU is lower"
-            + (f". Diagnostic: ours at 3× the learning rate ({3 * sae['lr']:g}) reaches held-out FVU {sae['ours_lr3x']['heldout_fvu']:.4f} in the same steps "
-               f"({sae['ours_lr3x']['heldout_fvu'] / sae['fvu_saelens']:.2f}× SAELens'): SAELens' decoder rows start at norm {cfg.get('decoder_init_norm')} and float, so "
-               "Adam's steps of the same nominal size turn its directions about ten times faster than our unit-norm rows. The committed SAE (4,000 "
-               "steps, the k sweep's choice) was kept: changing its recipe changes every downstream number" if sae.get('ours_lr3x') else ''))
+    return ('. Our training step, by self CPU time over ' + f"{p['steps']} steps: " + '; '.join(f"`{r['op']}` {100 * r['share']:.0f}%" for r in p['top_ops'][:6])
+            + '; the ablation in §3 gives each change\'s effect')
 
 
 def e2e_diagnosis(e2e) -> list:

@@ -6,14 +6,14 @@
 __all__ = ['StreamConfig', 'ActivationStream', 'tiny_model', 'synthetic_cells', 'save_resume', 'load_resume', 'clear_partial',
            'stream_quality', 'train_sae_streaming', 'stream_worker']
 
-# %% ../nbs/04d_stream.ipynb #f05b8071
+# %% ../nbs/04d_stream.ipynb #90f1e472
 import json, os, shutil, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, torch, torch.distributed as dist
 from .core import DEFAULT_LAYER, atomic_write, split_cells
 from .source import CellSource, rank_batches, rank_world, all_sum, all_max
-from .sae import SAEConfig, SAETrainConfig, SAETrainer, TopKSAE, save_sae
+from .sae import SAEConfig, SAETrainConfig, SAETrainer, TopKSAE, save_sae, sae_trainer_for
 
 # %% ../nbs/04d_stream.ipynb #5f777162
 @dataclass
@@ -156,7 +156,7 @@ def stream_quality(model, sae:TopKSAE, source:CellSource, cells, layer:int, cell
     sse, sxx, active, n = sums.tolist()
     return {'fvu': sse / (sxx - float(sx.pow(2).sum()) / n), 'l0': active / n, 'dead_frac': 1 - float(fired.double().mean()), 'n_tokens': int(n)}
 
-# %% ../nbs/04d_stream.ipynb #c65c2006
+# %% ../nbs/04d_stream.ipynb #7d6e2e9c
 def train_sae_streaming(model, source:CellSource, cfg:SAETrainConfig=SAETrainConfig(), stream:StreamConfig=StreamConfig(),
                         layer:int=DEFAULT_LAYER, metadata:dict|None=None, out=None, save_every:int|None=None, resume:bool=False,
                         progress:bool=True, dtype=torch.float32) -> tuple:
@@ -167,9 +167,8 @@ def train_sae_streaming(model, source:CellSource, cfg:SAETrainConfig=SAETrainCon
     rank, world = rank_world()
     if (save_every or resume) and out is None: raise ValueError('checkpoints need an output folder: pass out (--out)')
     train, held = split_cells(source.n_cells, cfg.heldout_frac, cfg.seed)
-    d = model.config.hidden_size
-    sae = TopKSAE(SAEConfig(d, cfg.expansion * d, cfg.k, hook_layer=layer, metadata=metadata or {}), seed=cfg.seed).to(next(model.parameters()).device, dtype)
-    trainer = SAETrainer(sae, cfg.lr, cfg.seed)
+    trainer = sae_trainer_for(model.config.hidden_size, cfg, layer, metadata, next(model.parameters()).device, dtype)
+    sae = trainer.sae
     acts = ActivationStream(model, source, layer, cfg.batch_size, stream, train, rank, world, cfg.seed, dtype)
     settings = {'train': {k: v for k, v in asdict(cfg).items() if k != 'steps'}, 'stream': asdict(stream), 'layer': layer,
                 'n_cells': source.n_cells, 'genes': len(source.genes), 'metadata': metadata or {}, 'dtype': str(dtype)}
