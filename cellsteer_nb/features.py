@@ -22,11 +22,11 @@ def unit_gene_stats(model, source:CellSource, encode, layer:int, batch_size:int=
     for b in source.batches(batch_size, rank, world, desc=desc if rank == 0 else None):
         if len(b.idx) == 0: continue
         a = encode(model(b.values.to(device), b.depth.to(device), stop_after=layer)).double().cpu()
-        if total is None: total, active, cell_mean = torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(source.n_cells, a.shape[-1], dtype=torch.float64)
-        total += a.sum(0); active += (a > 0).sum(0); cell_mean[b.idx] = a.mean(1)
+        if total is None: total, active, cell_mean = torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(source.n_cells, a.shape[-1])
+        total += a.sum(0); active += (a > 0).sum(0); cell_mean[b.idx] = a.mean(1).float()   # the per-cell result is the one array that grows with cells: float32
     n = source.n_cells
     return {'gene_mean': (all_sum(total) / n).T.float().numpy(), 'gene_active': (all_sum(active) / n).T.float().numpy(),
-            'cell_mean': all_sum(cell_mean).float().numpy()}
+            'cell_mean': all_sum(cell_mean).numpy()}
 
 # %% ../nbs/04c_features.ipynb #ef90a896
 def sae_fingerprint(sae:TopKSAE) -> str:
