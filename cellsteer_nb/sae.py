@@ -33,8 +33,8 @@ class SAEConfig:
     d_sae:int # number of features (8 x d_in by default in this project)
     k:int=32 # active latents per token
     aux_k:int|None=None # latents in the auxiliary loss (default d_in // 2)
-    aux_coeff:float=1/32
-    dead_after_tokens:int=2_000_000 # a latent is dead (enters AuxK) if it has not fired for this many tokens (the committed SAEs: 100,000)
+    aux_coeff:float=1/128 # weight of AuxK (the committed SAEs: 1/32)
+    dead_after_tokens:int=100_000 # a latent is dead (enters AuxK) if it has not fired for this many tokens
     hook_layer:int=DEFAULT_LAYER
     metadata:dict=field(default_factory=dict)
 
@@ -116,7 +116,8 @@ class _GatheredPre(torch.autograd.Function):
 @patch
 def encode_topk(self:TopKSAE, x, k:int|None=None, among=None, pre=None):
     """`(vals, idx, pre)`: the ReLU of the top-`k` pre-activations `(..., k)`, their latent indices, and the dense
-    pre-activations (computed without gradient, or `pre` if given); only `among` latents (bool mask) compete if given.
+    pre-activations (computed without gradient, or `pre` if given); only `among` latents (bool mask) compete if given
+    (all of them, without a top-k, when they are `k` or fewer).
     Gradients reach only the selected latents' encoder columns and biases (and `b_dec`, `x`)."""
     x = x.to(self.device)
     k, lead = k or self.cfg.k, x.shape[:-1]
@@ -127,9 +128,10 @@ def encode_topk(self:TopKSAE, x, k:int|None=None, among=None, pre=None):
         if among is None: vals, idx = pre2.topk(k, dim=-1, sorted=False)
         else:
             cols = among.nonzero().squeeze(1)
-            vals, j = pre2[:, cols].topk(k, dim=-1, sorted=False); idx = cols[j]
+            if k >= len(cols): vals, idx = pre2[:, cols], cols.expand(len(pre2), len(cols)).contiguous()
+            else: vals, j = pre2[:, cols].topk(k, dim=-1, sorted=False); idx = cols[j]
     vals = _GatheredPre.apply(vals, x2, self.W_enc, self.b_enc, self.b_dec, idx).relu()
-    return vals.reshape(*lead, k), idx.reshape(*lead, k), pre.reshape(*lead, -1)
+    return vals.reshape(*lead, -1), idx.reshape(*lead, -1), pre.reshape(*lead, -1)
 
 @patch
 def decode_topk(self:TopKSAE, vals, idx, bias:bool=True):
@@ -281,7 +283,8 @@ class SAETrainConfig:
     heldout_frac:float=0.1
     seed:int=0
     grad_clip:float|None=1e-3 # max gradient norm of the normalised loss (None: no clipping)
-    dead_after_tokens:int=2_000_000 # AuxK's dead window
+    aux_coeff:float=1/128 # weight of AuxK
+    dead_after_tokens:int=100_000 # AuxK's dead window
     sparse_step:bool=True # the sparse training step (False: the dense one)
 
     @classmethod
@@ -289,7 +292,7 @@ class SAETrainConfig:
         "From `asdict` output; keys written before a field existed take the committed SAEs' recipe (`LEGACY_SAE_RECIPE`)."
         return cls(**{**LEGACY_SAE_RECIPE, **d})
 
-LEGACY_SAE_RECIPE = {'grad_clip': None, 'dead_after_tokens': 100_000, 'sparse_step': False}  # how sae_l12 and sae_l12_seed1 were trained
+LEGACY_SAE_RECIPE = {'grad_clip': None, 'aux_coeff': 1/32, 'dead_after_tokens': 100_000, 'sparse_step': False}  # how sae_l12 and sae_l12_seed1 were trained
 
 def committed_sae_recipe(**changes) -> SAETrainConfig:
     "The configuration the committed default SAE was trained with (from its `training.json`), with `changes`."
@@ -302,7 +305,7 @@ def train_sae(store:ActivationStore, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER
     "(sae, history, tokens per second): train on the store's training cells (the `cfg.heldout_frac` split)."
     train_cells, _ = split_cells(store.n_cells, cfg.heldout_frac, cfg.seed)
     d = store.d
-    sae = TopKSAE(SAEConfig(d, cfg.expansion * d, cfg.k, dead_after_tokens=cfg.dead_after_tokens, hook_layer=layer, metadata=metadata or {}), seed=cfg.seed)
+    sae = TopKSAE(SAEConfig(d, cfg.expansion * d, cfg.k, aux_coeff=cfg.aux_coeff, dead_after_tokens=cfg.dead_after_tokens, hook_layer=layer, metadata=metadata or {}), seed=cfg.seed)
     t0 = time.perf_counter()
     history = SAETrainer(sae, cfg.lr, cfg.seed, grad_clip=cfg.grad_clip, sparse=cfg.sparse_step).fit(store.token_batches(cfg.batch_size, train_cells, cfg.seed), cfg.steps,
                                                     log_every=max(1, cfg.steps // 20), progress=progress)
