@@ -163,10 +163,20 @@ class SAETrainer:
         dead = self.tokens_since_fired >= self.sae.cfg.dead_after_tokens
         if not dead.any(): return x.new_zeros(())
         k_aux = min(self.sae.cfg.aux_k or self.sae.cfg.d_in // 2, int(dead.sum()))
-        if self.sparse: err_hat = self.sae.decode_topk(*self.sae.encode_topk(x, k_aux, among=dead, pre=pre)[:2], bias=False)
+        if self.sparse: err_hat = self._dead_recon(x, pre, dead, k_aux)
         else: err_hat = topk_relu(pre.masked_fill(~dead, -torch.inf), k_aux) @ self.sae.W_dec
         err = (x - x_hat).detach()
         return (err_hat - err).pow(2).sum() / (err - err.mean(0)).pow(2).sum().clamp_min(1e-8)
+
+    def _dead_recon(self, x, pre, dead, k_aux):
+        "AuxK's reconstruction from the top-`k_aux` `dead` latents (chosen on `pre`), computed on the dead latents' columns only."
+        sae, cols = self.sae, dead.nonzero().squeeze(1)
+        with torch.no_grad():
+            sub = pre[:, cols]
+            keep = None if k_aux >= len(cols) else torch.zeros_like(sub, dtype=torch.bool).scatter_(1, sub.topk(k_aux, dim=-1, sorted=False).indices, True)
+        f = torch.addmm(sae.b_enc[cols], x.to(sae.device) - sae.b_dec, sae.W_enc[:, cols])
+        if keep is not None: f = f * keep
+        return f.relu() @ sae.W_dec[cols]
 
     def step(self, x) -> dict:
         "One optimisation step on a batch; returns its metrics."
