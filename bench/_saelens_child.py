@@ -1,6 +1,6 @@
 """Runs in the SAELens side venv (.venv-saelens; no cellsteer_nb import): trains SAELens' `TopKTrainingSAE` with SAELens'
-own `SAETrainer` on the token batches in `<dir>/train_batches.npy` (one per step, in order), then its held-out FVU on
-`<dir>/heldout.npy`. Prints one JSON line. Used by bench_sae.py.
+own `SAETrainer` on the token batches in `<dir>/train_batches.npy` (one per step, in order), then its held-out FVU and dead share (latents
+never active) on `<dir>/heldout.npy`. Prints one JSON line. Used by bench_sae.py.
 
     .venv-saelens/bin/python bench/_saelens_child.py DIR K D_SAE LR SEED
 """
@@ -28,8 +28,10 @@ def main():
     sae.eval()
     with torch.no_grad():
         sse = sum(float((H[i:i + 8192] - sae(H[i:i + 8192])).double().pow(2).sum()) for i in range(0, len(H), 8192))
+        fired = torch.zeros(d_sae, dtype=torch.bool)
+        for i in range(0, len(H), 8192): fired |= (sae.encode(H[i:i + 8192]) > 0).any(0)
     sst = float((H.double() - H.double().mean(0)).pow(2).sum())
-    print(json.dumps({'seconds': seconds, 'tokens_per_s': steps * batch / seconds, 'heldout_fvu': sse / sst,
+    print(json.dumps({'seconds': seconds, 'tokens_per_s': steps * batch / seconds, 'heldout_fvu': sse / sst, 'heldout_dead_frac': 1 - float(fired.float().mean()),
                       'sae_lens_version': sae_lens.__version__, 'torch': torch.__version__, 'threads': torch.get_num_threads(),
                       'steps': steps, 'batch': batch, 'cfg': {kk: str(v) for kk, v in vars(sae.cfg).items() if kk != 'metadata'}}))
 

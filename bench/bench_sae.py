@@ -7,10 +7,10 @@ same order: `steps` batches drawn once from the cached layer-12 activation store
 default SAE's split) and held in memory for both, so neither side pays for reading the store. Timed: the training loop
 alone (ours `SAETrainer.fit`, theirs `SAETrainer.fit`), in separate processes (theirs must run in its venv), alternately,
 one thread each. Held-out FVU, computed the same way for both: sum ||x - x_hat||^2 / sum ||x - mean x||^2 over every gene
-token of the held-out cells (float64). Median of 3 repeats.
+token of the held-out cells (float64); held-out dead share: latents never active on those tokens. Median of 3 repeats.
 
 Ablation (one run each, same batches): the committed SAEs' recipe (`LEGACY_SAE_RECIPE`: dense step, no gradient clipping,
-AuxK dead window 100,000 tokens) and the changes one at a time, up to the current recipe; and where our step spends its
+AuxK coefficient 1/32) and the changes one at a time, up to the current recipe; and where our step spends its
 time (torch profiler, 200 steps) with the committed recipe and with the current one.
 
     python bench/bench_sae.py [--repeats 3] [--steps 1000]
@@ -22,7 +22,7 @@ import numpy as np
 SIDE = C.ROOT/'.venv-saelens'/'bin'/'python'
 
 
-RECIPE_KEYS = ('sparse_step', 'grad_clip', 'dead_after_tokens')
+RECIPE_KEYS = ('sparse_step', 'grad_clip', 'aux_coeff', 'dead_after_tokens')
 
 
 def ablation_variants():
@@ -30,13 +30,14 @@ def ablation_variants():
     from cellsteer_nb.sae import SAETrainConfig, LEGACY_SAE_RECIPE
     new = {k: getattr(SAETrainConfig(), k) for k in RECIPE_KEYS}
     old = {k: LEGACY_SAE_RECIPE[k] for k in RECIPE_KEYS}
-    return [('committed recipe (dense step, no clipping, dead window 100,000 tokens)', old),
+    return [(f"committed recipe (dense step, no clipping, AuxK {old['aux_coeff']:g})", old),
             ('+ sparse step', {**old, 'sparse_step': new['sparse_step']}),
             ('+ sparse step + gradient clipping', {**old, 'sparse_step': new['sparse_step'], 'grad_clip': new['grad_clip']}),
             ('current recipe, dense step', {**new, 'sparse_step': old['sparse_step']}),
             ('current recipe, no clipping', {**new, 'grad_clip': old['grad_clip']}),
+            ("current recipe, SAELens' dead window (1,000 steps: no AuxK in this run)", {**new, 'dead_after_tokens': 1001 * 1024}),
             ('committed recipe at 3x the learning rate', {**old, 'lr_factor': 3}),
-            ('current recipe (sparse step, clipping, dead window 2,000,000 tokens)', new)]
+            (f"current recipe (sparse step, clipping at {new['grad_clip']:g}, AuxK {new['aux_coeff']:g})", new)]
 
 
 def ours_child(d, k, d_sae, lr, seed):
@@ -48,7 +49,7 @@ def ours_child(d, k, d_sae, lr, seed):
     H = torch.from_numpy(np.load(os.path.join(d, 'heldout.npy')))
     steps, batch, d_in = B.shape
     r = {**{kk: getattr(SAETrainConfig(), kk) for kk in RECIPE_KEYS}, **json.loads(os.environ.get('BENCH_RECIPE') or '{}')}
-    sae = TopKSAE(SAEConfig(d_in, d_sae, k, dead_after_tokens=r['dead_after_tokens']), seed=seed)
+    sae = TopKSAE(SAEConfig(d_in, d_sae, k, aux_coeff=r['aux_coeff'], dead_after_tokens=r['dead_after_tokens']), seed=seed)
     tr = SAETrainer(sae, lr * r.get('lr_factor', 1), seed, grad_clip=r['grad_clip'], sparse=r['sparse_step'])
     if os.environ.get('BENCH_PROFILE'):
         from torch.profiler import profile, ProfilerActivity
@@ -65,8 +66,10 @@ def ours_child(d, k, d_sae, lr, seed):
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         sse = sum(float((H[i:i + 8192] - sae(H[i:i + 8192])[0]).double().pow(2).sum()) for i in range(0, len(H), 8192))
+        fired = torch.zeros(d_sae, dtype=torch.bool)
+        for i in range(0, len(H), 8192): fired |= (sae.encode(H[i:i + 8192]) > 0).any(0)
     sst = float((H.double() - H.double().mean(0)).pow(2).sum())
-    print(json.dumps({'recipe': r, 'seconds': seconds, 'tokens_per_s': steps * batch / seconds, 'heldout_fvu': sse / sst, 'threads': torch.get_num_threads()}))
+    print(json.dumps({'recipe': r, 'seconds': seconds, 'tokens_per_s': steps * batch / seconds, 'heldout_fvu': sse / sst, 'heldout_dead_frac': 1 - float(fired.float().mean()), 'threads': torch.get_num_threads()}))
 
 
 def main():
@@ -115,7 +118,7 @@ def main():
         for name, rec in ablation_variants():
             o = C.run_child([str(C.BENCH/'bench_sae.py'), '--child', *args], env={'BENCH_RECIPE': json.dumps(rec)})
             ablation.append({'name': name, **o})
-            print(f"ablation {name}: {o['tokens_per_s']:,.0f} tok/s FVU {o['heldout_fvu']:.4f}", flush=True)
+            print(f"ablation {name}: {o['tokens_per_s']:,.0f} tok/s FVU {o['heldout_fvu']:.4f} dead {o['heldout_dead_frac']:.3f}", flush=True)
         load.append(C.loadavg())
     ratios = [x['ratio_tokens_per_s'] for x in rows]
     with tempfile.TemporaryDirectory(prefix='cellsteer_sae_prof_') as d:   # where our training step spends its time, before and after
@@ -129,7 +132,8 @@ def main():
            'heldout_tokens': len(held) * store.n_genes, 'repeats': rows, 'ratios': ratios, 'speedup': C.median(ratios),
            'ours_tokens_per_s': C.median([x['ours']['tokens_per_s'] for x in rows]),
            'saelens_tokens_per_s': C.median([x['saelens']['tokens_per_s'] for x in rows]),
-           'fvu_ours': fo, 'fvu_saelens': ft, 'fvu_ratio': fo / ft, 'saelens_version': rows[-1]['saelens'].get('sae_lens_version'),
+           'fvu_ours': fo, 'fvu_saelens': ft,
+           'dead_ours': C.median([x['ours']['heldout_dead_frac'] for x in rows]), 'dead_saelens': C.median([x['saelens']['heldout_dead_frac'] for x in rows]), 'fvu_ratio': fo / ft, 'saelens_version': rows[-1]['saelens'].get('sae_lens_version'),
            'saelens_cfg': saelens_cfg, 'profile_ours': prof, 'profile_committed': prof_committed, 'ablation': ablation,
            'ours_recipe': rows[-1]['ours'].get('recipe'),
            'cpu_model': C.environment()['cpu_model'], 'loadavg_1min': load, 'ours_aux_coeff': SAEConfig(store.d, d_sae, k).aux_coeff}

@@ -137,9 +137,10 @@ def render(R: dict) -> str:
               'own `SAETrainer` (no language model needed: it takes an iterator of activation batches), its defaults otherwise '
               f"(AuxK coefficient {sae['saelens_cfg'].get('aux_loss_coefficient')}, decoder-norm rescaling {sae['saelens_cfg'].get('rescale_acts_by_decoder_norm')}, "
               f"decoder init norm {sae['saelens_cfg'].get('decoder_init_norm')}, grad-norm clip 1), in `.venv-saelens` (torch 2.13.0). Each side trains in its own process.", '']
-        L += table(['repeat', 'ours tokens/s', 'SAELens tokens/s', 'ratio', 'ours FVU', 'SAELens FVU'],
-                   [[i, f(r['ours']['tokens_per_s'], 0), f(r['saelens']['tokens_per_s'], 0), f(r['ratio_tokens_per_s']), f(r['ours']['heldout_fvu'], 4), f(r['saelens']['heldout_fvu'], 4)]
-                    for i, r in enumerate(sae['repeats'])])
+        dd = lambda r: f(r.get('heldout_dead_frac'), 0, pct=True) if r.get('heldout_dead_frac') is not None else '—'
+        L += table(['repeat', 'ours tokens/s', 'SAELens tokens/s', 'ratio', 'ours FVU', 'SAELens FVU', 'ours held-out dead', 'SAELens held-out dead'],
+                   [[i, f(r['ours']['tokens_per_s'], 0), f(r['saelens']['tokens_per_s'], 0), f(r['ratio_tokens_per_s']), f(r['ours']['heldout_fvu'], 4), f(r['saelens']['heldout_fvu'], 4),
+                     dd(r['ours']), dd(r['saelens'])] for i, r in enumerate(sae['repeats'])])
         L += ['', f"FVU ours / SAELens = {f(sae['fvu_ratio'])} (target ≤ 1.05)."
               + (f" Measured on {sae['cpu_model']} with the 1-minute load average at {' / '.join(f(x, 1) for x in sae['loadavg_1min'])} (start / end; "
                  '2 cores shared with other jobs), so absolute tokens/s are low and vary; the ratios come from runs interleaved in time.' if sae.get('loadavg_1min') else ''), '']
@@ -147,14 +148,15 @@ def render(R: dict) -> str:
         if rec:
             L += [f"Ours: `SAETrainConfig()`'s recipe — the sparse step (`TopKSAE.encode_topk` / `decode_topk`: one dense encoder product and `topk` "
                   f"without autograd, then only the k selected encoder columns and decoder rows, forward and backward) {'on' if rec.get('sparse_step') else 'off'}, "
-                  f"gradient-norm clipping at {rec.get('grad_clip')} on the normalised loss, AuxK dead window {f(rec.get('dead_after_tokens'))} tokens, "
-                  f"AuxK coefficient {sae.get('ours_aux_coeff')}, unit-norm decoder rows as before. The committed SAEs were trained with the dense step, "
-                  'no clipping and a 100,000-token window (`LEGACY_SAE_RECIPE`).', '']
+                  f"gradient-norm clipping at {rec.get('grad_clip')} on the normalised loss, AuxK coefficient {rec.get('aux_coeff', sae.get('ours_aux_coeff'))}, "
+                  f"AuxK dead window {f(rec.get('dead_after_tokens'))} tokens, unit-norm decoder rows as before. The committed SAEs were trained with the dense step, "
+                  'no clipping and AuxK at 1/32 (`LEGACY_SAE_RECIPE`). Held-out dead share: latents never active on the held-out tokens (the report bars it at 10% '
+                  'for the default SAE after 4,000 steps).', '']
         if sae.get('ablation'):
             ab, ts = sae['ablation'], sae['saelens_tokens_per_s']
             L += ['**Ablation** (one run each on the same batches; tokens/s ratio against the median SAELens run above, FVU ratio against its median FVU):', '']
-            L += table(['recipe', 'tokens/s', '× SAELens tokens/s', 'held-out FVU', '× SAELens FVU'],
-                       [[r['name'], f(r['tokens_per_s'], 0), f(r['tokens_per_s'] / ts), f(r['heldout_fvu'], 4), f(r['heldout_fvu'] / sae['fvu_saelens'])] for r in ab])
+            L += table(['recipe', 'tokens/s', '× SAELens tokens/s', 'held-out FVU', '× SAELens FVU', 'held-out dead'],
+                       [[r['name'], f(r['tokens_per_s'], 0), f(r['tokens_per_s'] / ts), f(r['heldout_fvu'], 4), f(r['heldout_fvu'] / sae['fvu_saelens']), dd(r)] for r in ab])
             L += ['']
         pc, pn = sae.get('profile_committed'), sae.get('profile_ours')
         if pc and pn:

@@ -35,8 +35,8 @@ class SAEConfig:
     d_sae:int # number of features (8 x d_in by default in this project)
     k:int=32 # active latents per token
     aux_k:int|None=None # latents in the auxiliary loss (default d_in // 2)
-    aux_coeff:float=1/32
-    dead_after_tokens:int=2_000_000 # a latent is dead (enters AuxK) if it has not fired for this many tokens (the committed SAEs: 100,000)
+    aux_coeff:float=1/128 # weight of AuxK (the committed SAEs: 1/32)
+    dead_after_tokens:int=100_000 # a latent is dead (enters AuxK) if it has not fired for this many tokens
     hook_layer:int=DEFAULT_LAYER
     metadata:dict=field(default_factory=dict)
 
@@ -118,7 +118,8 @@ class _GatheredPre(torch.autograd.Function):
 @patch
 def encode_topk(self:TopKSAE, x, k:int|None=None, among=None, pre=None):
     """`(vals, idx, pre)`: the ReLU of the top-`k` pre-activations `(..., k)`, their latent indices, and the dense
-    pre-activations (computed without gradient, or `pre` if given); only `among` latents (bool mask) compete if given.
+    pre-activations (computed without gradient, or `pre` if given); only `among` latents (bool mask) compete if given
+    (all of them, without a top-k, when they are `k` or fewer).
     Gradients reach only the selected latents' encoder columns and biases (and `b_dec`, `x`)."""
     x = x.to(self.device)
     k, lead = k or self.cfg.k, x.shape[:-1]
@@ -129,9 +130,10 @@ def encode_topk(self:TopKSAE, x, k:int|None=None, among=None, pre=None):
         if among is None: vals, idx = pre2.topk(k, dim=-1, sorted=False)
         else:
             cols = among.nonzero().squeeze(1)
-            vals, j = pre2[:, cols].topk(k, dim=-1, sorted=False); idx = cols[j]
+            if k >= len(cols): vals, idx = pre2[:, cols], cols.expand(len(pre2), len(cols)).contiguous()
+            else: vals, j = pre2[:, cols].topk(k, dim=-1, sorted=False); idx = cols[j]
     vals = _GatheredPre.apply(vals, x2, self.W_enc, self.b_enc, self.b_dec, idx).relu()
-    return vals.reshape(*lead, k), idx.reshape(*lead, k), pre.reshape(*lead, -1)
+    return vals.reshape(*lead, -1), idx.reshape(*lead, -1), pre.reshape(*lead, -1)
 
 @patch
 def decode_topk(self:TopKSAE, vals, idx, bias:bool=True):
@@ -175,7 +177,7 @@ class SAETrainer:
         dead = self.tokens_since_fired >= self.sae.cfg.dead_after_tokens
         if not dead.any(): return x.new_zeros(())
         k_aux = min(self.sae.cfg.aux_k or self.sae.cfg.d_in // 2, int(dead.sum()))
-        if self.sparse: err_hat = self.sae.decode_topk(*self.sae.encode_topk(x, k_aux, among=dead, pre=pre)[:2], bias=False)
+        if self.sparse: err_hat = self._dead_recon(x, pre, dead, k_aux)
         else: err_hat = topk_relu(pre.masked_fill(~dead, -torch.inf), k_aux) @ self.sae.W_dec
         err = (x - x_hat).detach()
         return (err_hat - err).pow(2).sum() / _centred_ss(err).clamp_min(1e-8)
@@ -188,6 +190,16 @@ class SAETrainer:
         flat = all_sum(torch.cat([g.reshape(-1) for g in grads]))
         for g, s in zip(grads, flat.split([g.numel() for g in grads])): g.copy_(s.view_as(g))
         self.seconds['allreduce'] += time.perf_counter() - t0
+
+    def _dead_recon(self, x, pre, dead, k_aux):
+        "AuxK's reconstruction from the top-`k_aux` `dead` latents (chosen on `pre`), computed on the dead latents' columns only."
+        sae, cols = self.sae, dead.nonzero().squeeze(1)
+        with torch.no_grad():
+            sub = pre[:, cols]
+            keep = None if k_aux >= len(cols) else torch.zeros_like(sub, dtype=torch.bool).scatter_(1, sub.topk(k_aux, dim=-1, sorted=False).indices, True)
+        f = torch.addmm(sae.b_enc[cols], x.to(sae.device) - sae.b_dec, sae.W_enc[:, cols])
+        if keep is not None: f = f * keep
+        return f.relu() @ sae.W_dec[cols]
 
     def step(self, x) -> dict:
         "One optimisation step on this rank's batch (with the other ranks' batches, if any); returns the step's metrics over all of them."
@@ -316,7 +328,8 @@ class SAETrainConfig:
     heldout_frac:float=0.1
     seed:int=0
     grad_clip:float|None=1e-3 # max gradient norm of the normalised loss (None: no clipping)
-    dead_after_tokens:int=2_000_000 # AuxK's dead window
+    aux_coeff:float=1/128 # weight of AuxK
+    dead_after_tokens:int=100_000 # AuxK's dead window
     sparse_step:bool=True # the sparse training step (False: the dense one)
 
     @classmethod
@@ -324,7 +337,7 @@ class SAETrainConfig:
         "From `asdict` output; keys written before a field existed take the committed SAEs' recipe (`LEGACY_SAE_RECIPE`)."
         return cls(**{**LEGACY_SAE_RECIPE, **d})
 
-LEGACY_SAE_RECIPE = {'grad_clip': None, 'dead_after_tokens': 100_000, 'sparse_step': False}  # how sae_l12 and sae_l12_seed1 were trained
+LEGACY_SAE_RECIPE = {'grad_clip': None, 'aux_coeff': 1/32, 'dead_after_tokens': 100_000, 'sparse_step': False}  # how sae_l12 and sae_l12_seed1 were trained
 
 def committed_sae_recipe(**changes) -> SAETrainConfig:
     "The configuration the committed default SAE was trained with (from its `training.json`), with `changes`."
@@ -335,7 +348,7 @@ SAE_DEPS = ('model', 'store', 'sae')  # modules whose source enters a fitted SAE
 # %% ../nbs/04b_sae.ipynb #fa60ebf7
 def sae_trainer_for(d_in:int, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER, metadata:dict|None=None, device=None, dtype=None) -> SAETrainer:
     "A fresh `TopKSAE` of `cfg`'s shape (`cfg.expansion` × `d_in` features, `cfg.k`, seeded by `cfg.seed`) and its `SAETrainer` with `cfg`'s recipe."
-    sae = TopKSAE(SAEConfig(d_in, cfg.expansion * d_in, cfg.k, dead_after_tokens=cfg.dead_after_tokens, hook_layer=layer, metadata=metadata or {}), seed=cfg.seed)
+    sae = TopKSAE(SAEConfig(d_in, cfg.expansion * d_in, cfg.k, aux_coeff=cfg.aux_coeff, dead_after_tokens=cfg.dead_after_tokens, hook_layer=layer, metadata=metadata or {}), seed=cfg.seed)
     return SAETrainer(sae.to(device=device, dtype=dtype), cfg.lr, cfg.seed, grad_clip=cfg.grad_clip, sparse=cfg.sparse_step)
 
 # %% ../nbs/04b_sae.ipynb #fe062abe
