@@ -74,20 +74,34 @@ def primal(terms:LassoTerms, beta, lam:float, weights=None) -> float:
 # %% ../nbs/07_contrastive.ipynb #23f2dbd0
 def _feasible(beta, free, nonneg_alpha) -> bool: return not ((beta[~free] != 0).any() or (nonneg_alpha and (beta < -1).any()))
 
+# %% ../nbs/07_contrastive.ipynb #f65bb73a
+def _grad_half(G, c, beta) -> np.ndarray:
+    "q = G beta + c from the rows of the symmetric `G` at the non-zero beta only: O(p nnz) instead of O(p^2)."
+    nz = np.flatnonzero(beta)
+    return c + beta[nz] @ G[nz] if len(nz) else np.array(c, dtype=np.float64)
+
+# %% ../nbs/07_contrastive.ipynb #0a67337f
+def _dual_gap(q, beta, c, const:float, lw, free, nonneg_alpha:bool) -> tuple:
+    "(absolute gap, P(beta), t) at the scaled-residual dual point, from q = G beta + c alone; `lw` = lam * weights, `free` a mask."
+    g = 2 * q
+    f, pen, bg = const + float(beta @ (q + c)), float(np.abs(beta) @ lw), float(beta @ g)
+    gf, wf = g[free], lw[free]
+    binding = gf < 0 if nonneg_alpha else gf != 0
+    t_max = np.min(wf[binding] / np.abs(gf[binding]), initial=np.inf)
+    def gap(t): return (1 - t) ** 2 * f + t * bg + pen + (np.maximum(t * gf - wf, 0).sum() if nonneg_alpha else 0.0)
+    ts = (min(1.0, t_max), np.clip(1 - bg / (2 * f), 0, t_max) if f > 0 else 0.0)
+    gaps = [gap(t) for t in ts]
+    k = int(np.argmin(gaps))
+    return gaps[k], f + pen, float(ts[k])
+
 # %% ../nbs/07_contrastive.ipynb #450f11b4
 def duality_gap(terms:LassoTerms, beta, lam:float, weights=None, free=None, nonneg_alpha:bool=False) -> float:
     "Relative duality gap (P(beta) - D(t r)) / P(beta) at the scaled-residual dual point (derivation above); inf if `beta` is infeasible."
     beta = np.asarray(beta, dtype=np.float64)
     w, free = _weights(weights, len(beta)), _mask(free, len(beta))
     if not _feasible(beta, free, nonneg_alpha): return np.inf
-    g = 2 * (terms.G @ beta + terms.c)
-    f, pen, bg = float(terms.fit(beta)), lam * float(np.abs(beta) @ w), float(beta @ g)
-    gf, wf = g[free], lam * w[free]
-    binding = gf < 0 if nonneg_alpha else gf != 0
-    t_max = np.min(wf[binding] / np.abs(gf[binding]), initial=np.inf)
-    def gap(t): return (1 - t) ** 2 * f + t * bg + pen + (np.maximum(t * gf - wf, 0).sum() if nonneg_alpha else 0.0)
-    t_quad = np.clip(1 - bg / (2 * f), 0, t_max) if f > 0 else 0.0
-    return min(gap(min(1.0, t_max)), gap(t_quad)) / (f + pen)
+    gap, P, _ = _dual_gap(_grad_half(terms.G, terms.c, beta), beta, terms.c, terms.const, lam * w, free, nonneg_alpha)
+    return gap / P
 
 # %% ../nbs/07_contrastive.ipynb #c2232c4f
 def kkt_violation(terms:LassoTerms, beta, lam:float, weights=None, free=None, nonneg_alpha:bool=False) -> float:
@@ -95,7 +109,7 @@ def kkt_violation(terms:LassoTerms, beta, lam:float, weights=None, free=None, no
     beta = np.asarray(beta, dtype=np.float64)
     lw, free = lam * _weights(weights, len(beta)), _mask(free, len(beta))
     if not _feasible(beta, free, nonneg_alpha): return np.inf
-    g = 2 * (terms.G @ beta + terms.c)
+    g = 2 * _grad_half(terms.G, terms.c, beta)
     v = np.where(beta == 0, np.maximum(np.abs(g) - lw, 0), np.abs(g + lw * np.sign(beta)))
     if nonneg_alpha: v = np.where(beta == -1, np.maximum(lw - g, 0), v)
     return float(v[free].max(initial=0.0))
@@ -123,34 +137,67 @@ def _anderson(xs, lo):
     except np.linalg.LinAlgError: return None
     return np.maximum((z / z.sum()) @ X[1:], lo) if np.isfinite(z).all() and z.sum() != 0 else None
 
-# %% ../nbs/07_contrastive.ipynb #e988d067
-def solve_lasso(terms:LassoTerms, lam:float, weights=None, free=None, nonneg_alpha:bool=False, beta0=None,
-                tol:float=1e-9, max_sweeps:int=100_000, check_every:int=10, anderson:int=5):
-    """Minimise `primal` over beta = alpha - 1, held at 0 outside `working_set(terms, free)` and >= -1 with `nonneg_alpha`.
-
-    Coordinate descent with Anderson extrapolation, stopped at relative `duality_gap` <= `tol`. Returns (beta, info):
-    info has the gap, `converged`, sweeps, seconds, the KKT violation and the number of free features."""
-    if not lam > 0: raise ValueError('lam must be > 0 (at lam = 0 the problem is an ill-posed least squares)')
-    p = len(terms.c)
-    w, work = _weights(weights, p), working_set(terms, free)
-    if (w[work] <= 0).any(): raise ValueError('weights must be > 0 on free features')
-    lo = np.full(p, -1.0 if nonneg_alpha else -np.inf)
-    beta = np.zeros(p) if beta0 is None else np.maximum(np.where(work, beta0, 0.0), lo)
-    G, idx, thr = np.ascontiguousarray(terms.G), np.flatnonzero(work), lam * w / 2
-    t0, sweeps, xs = time.perf_counter(), 0, [beta.copy()]
+# %% ../nbs/07_contrastive.ipynb #9178c707
+def _solve_ws(G, c, const:float, beta, lw, lo, target:float, max_sweeps:int, check_every:int=10, anderson:int=5) -> tuple:
+    "(beta, sweeps): CD with Anderson steps on a problem whose features are all free, until its absolute gap <= `target` (or `max_sweeps`)."
+    m, nonneg = len(c), bool(np.isfinite(lo).any())
+    idx, every, thr, sweeps, xs = np.arange(m), np.ones(m, bool), lw / 2, 0, [beta.copy()]
+    def P(b, q): return const + b @ (q + c) + np.abs(b) @ lw
     while True:
         if sweeps % check_every == 0:
-            gap = duality_gap(terms, beta, lam, w, work, nonneg_alpha)
-            if gap <= tol or sweeps >= max_sweeps: break
-            q = G @ beta + terms.c  # refreshed: no drift from the incremental updates
+            q = G @ beta + c  # refreshed: no drift from the incremental updates
+            if _dual_gap(q, beta, c, const, lw, every, nonneg)[0] <= target or sweeps >= max_sweeps: return beta, sweeps
         _cd_sweeps(G, q, beta, thr, lo, idx, 1); sweeps += 1
         xs.append(beta.copy())
         if len(xs) > anderson:
             ex = _anderson(xs, lo)
-            if ex is not None and primal(terms, ex, lam, w) < primal(terms, beta, lam, w): beta, q = ex, G @ ex + terms.c
+            if ex is not None:
+                qx = G @ ex + c
+                if P(ex, qx) < P(beta, q): beta, q = ex, qx
             xs = [beta.copy()]
-    return beta, {'gap': gap, 'converged': gap <= tol, 'sweeps': sweeps, 'seconds': time.perf_counter() - t0,
-                  'kkt': kkt_violation(terms, beta, lam, w, work, nonneg_alpha), 'n_free': len(idx)}
+
+# %% ../nbs/07_contrastive.ipynb #6a49b8f6
+def _working_set_step(q, beta, t:float, gap:float, lw, norms, cand, size:int, screen:bool=True) -> tuple:
+    """(working set, candidates): gap-safe screening drops the candidates at zero with d_j = (lw_j - t|g_j|)/norm_j > 2 sqrt(gap)
+    (zero at the optimum); the working set is the non-zero features plus the candidates of smallest d_j, `size` in all."""
+    d = np.full(len(q), np.inf)
+    d[cand] = (lw[cand] - 2 * t * np.abs(q[cand])) / norms[cand]
+    nz = beta != 0
+    if screen: cand = cand & ~((d > 2 * np.sqrt(gap)) & ~nz)
+    d[nz], d[~cand & ~nz] = -np.inf, np.inf
+    k = max(1, min(size, int((cand | nz).sum())))
+    return np.sort(np.argpartition(d, k - 1)[:k]), cand
+
+# %% ../nbs/07_contrastive.ipynb #e988d067
+def solve_lasso(terms:LassoTerms, lam:float, weights=None, free=None, nonneg_alpha:bool=False, beta0=None,
+                tol:float=1e-9, max_sweeps:int=100_000, check_every:int=10, anderson:int=5, p0:int=100, screen:bool=True):
+    """Minimise `primal` over beta = alpha - 1, held at 0 outside `working_set(terms, free)` and >= -1 with `nonneg_alpha`.
+
+    Working sets (first `p0` features) with gap-safe screening, each solved by coordinate descent with Anderson steps;
+    stopped at relative `duality_gap` <= `tol` of the **full** problem. Returns (beta, info): info has that gap,
+    `converged`, sweeps (on working sets), seconds, the KKT violation, the number of free features, the outer passes, the
+    mask of features screened out and the last working-set size."""
+    if not lam > 0: raise ValueError('lam must be > 0 (at lam = 0 the problem is an ill-posed least squares)')
+    p = len(terms.c)
+    w, work = _weights(weights, p), working_set(terms, free)
+    if (w[work] <= 0).any(): raise ValueError('weights must be > 0 on free features')
+    lw, lo = lam * w, np.full(p, -1.0 if nonneg_alpha else -np.inf)
+    beta = np.zeros(p) if beta0 is None else np.maximum(np.where(work, beta0, 0.0), lo)
+    G, c, cand, norms = terms.G, terms.c, work.copy(), np.sqrt(np.maximum(np.diag(terms.G), 0))
+    t0, sweeps, outer, size, last = time.perf_counter(), 0, 0, p0, np.inf
+    while True:
+        q = _grad_half(G, c, beta)
+        gap, P, t = _dual_gap(q, beta, c, terms.const, lw, work, nonneg_alpha)
+        if gap <= tol * P or sweeps >= max_sweeps: break
+        size = max(size * (2 if gap > last / 2 else 1), 2 * int((beta != 0).sum()))
+        ws, cand = _working_set_step(q, beta, t, gap, lw, norms, cand, size, screen)
+        bw, s = _solve_ws(np.ascontiguousarray(G[np.ix_(ws, ws)]), c[ws], terms.const, beta[ws], lw[ws], lo[ws], 0.3 * gap,
+                          max_sweeps - sweeps, check_every, anderson)
+        beta = np.zeros(p); beta[ws] = bw
+        sweeps, outer, last = sweeps + s, outer + 1, gap
+    return beta, {'gap': gap / P, 'converged': gap <= tol * P, 'sweeps': sweeps, 'seconds': time.perf_counter() - t0,
+                  'kkt': kkt_violation(terms, beta, lam, w, work, nonneg_alpha), 'n_free': int(work.sum()), 'outer': outer,
+                  'screened': work & ~cand, 'ws_size': min(size, int(work.sum()))}
 
 # %% ../nbs/07_contrastive.ipynb #36909c73
 def lambda_max(terms:LassoTerms, weights=None, free=None) -> float:
