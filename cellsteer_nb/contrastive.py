@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['PENALTIES', 'DEAD_REL', 'MOVED', 'LassoTerms', 'lasso_terms', 'stacked_design', 'penalty_weights', 'working_set',
            'primal', 'duality_gap', 'kkt_violation', 'solve_lasso', 'lambda_max', 'lambda_grid', 'LassoPath',
-           'lasso_path', 'sklearn_reference', 'fold_ids', 'one_se', 'CVResult', 'cv_lambda', 'moved_jaccard',
-           'adam_baseline', 'plot_lasso_path']
+           'lasso_path', 'sklearn_reference', 'fold_ids', 'one_se', 'CVResult', 'fold_grams', 'heldout_fit',
+           'cv_lambda', 'moved_jaccard', 'adam_baseline', 'plot_lasso_path']
 
 # %% ../nbs/07_contrastive.ipynb #4300cce1
 import time, warnings
@@ -30,11 +30,11 @@ class LassoTerms:
 def _f64(*arrays): return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
 
 # %% ../nbs/07_contrastive.ipynb #0a3ce7b7
-def lasso_terms(Z, FBAR, W_dec, mu) -> LassoTerms:
-    "`LassoTerms` (float64) of source embeddings `Z` (n, d), feature means `FBAR` (n, p), decoder `W_dec` (p, d), target `mu` (d,)."
+def lasso_terms(Z, FBAR, W_dec, mu, G=None) -> LassoTerms:
+    "`LassoTerms` (float64) of source embeddings `Z` (n, d), feature means `FBAR` (n, p), decoder `W_dec` (p, d), target `mu` (d,); `G` if already formed (it does not depend on `Z` or `mu`)."
     Z, F, W, mu = _f64(Z, FBAR, W_dec, mu)
     D = Z - mu
-    return LassoTerms(G=(W @ W.T) * (F.T @ F / len(Z)), c=(F * (D @ W.T)).mean(0), const=float((D * D).sum(1).mean()), n=len(Z))
+    return LassoTerms(G=(W @ W.T) * (F.T @ F / len(Z)) if G is None else G, c=(F * (D @ W.T)).mean(0), const=float((D * D).sum(1).mean()), n=len(Z))
 
 # %% ../nbs/07_contrastive.ipynb #af93407c
 def stacked_design(Z, FBAR, W_dec, mu) -> tuple:
@@ -286,18 +286,34 @@ class CVResult:
         "(n, p): for each source cell, the beta fitted without its fold (for out-of-fold scoring)."
         return self.fold_betas[self.folds]
 
+# %% ../nbs/07_contrastive.ipynb #3360f7f4
+def fold_grams(FBAR, W_dec, folds) -> list:
+    "[G of all cells, G of the cells outside fold 0, ..., outside fold K-1], as `lasso_terms` forms them, W_dec W_dec' formed once."
+    F, W = _f64(FBAR, W_dec)
+    WW = W @ W.T
+    return [WW * (Fk.T @ Fk / len(Fk)) for Fk in [F] + [F[folds != k] for k in range(folds.max() + 1)]]
+
+# %% ../nbs/07_contrastive.ipynb #d7ae4d5b
+def heldout_fit(Z, FBAR, W_dec, mu, betas) -> np.ndarray:
+    "Mean squared distance to `mu` of the cells `Z` steered by each row of `betas` `(k, p)` -> `(k,)`, from the cells (no Gram; non-zero columns only)."
+    Z, F, W, mu, B = _f64(Z, FBAR, W_dec, mu, betas)
+    nz = np.flatnonzero((B != 0).any(0))
+    D = (Z - mu)[None] + (B[:, None, nz] * F[None, :, nz]) @ W[nz]
+    return (D * D).sum(-1).mean(-1)
+
 # %% ../nbs/07_contrastive.ipynb #e0a6185f
 def cv_lambda(Z, FBAR, W_dec, mu, n_folds:int=5, seed:int=0, penalty:str='l1', free=None, nonneg_alpha:bool=False,
-              n_lams:int=40, eps:float=1e-3, tol:float=1e-9) -> CVResult:
-    "Choose lam by K-fold CV over source cells (held-out mean squared distance to the fixed `mu`) and the one-SE rule."
+              n_lams:int=40, eps:float=1e-3, tol:float=1e-9, grams:list|None=None) -> CVResult:
+    "Choose lam by K-fold CV over source cells (held-out mean squared distance to the fixed `mu`) and the one-SE rule; `grams` = `fold_grams` of the same cells and folds, if formed."
     Z, FBAR = np.asarray(Z), np.asarray(FBAR)
-    full = lasso_terms(Z, FBAR, W_dec, mu)
+    folds = fold_ids(len(Z), n_folds, seed)
+    grams = fold_grams(FBAR, W_dec, folds) if grams is None else grams
+    full = lasso_terms(Z, FBAR, W_dec, mu, G=grams[0])
     w = penalty_weights(full, penalty)
     lams = lambda_grid(lambda_max(full, w, free), n_lams, eps)
-    folds = fold_ids(full.n, n_folds, seed)
     kw = dict(weights=w, free=free, nonneg_alpha=nonneg_alpha, tol=tol)
-    paths = [lasso_path(lasso_terms(Z[folds != k], FBAR[folds != k], W_dec, mu), lams, **kw) for k in range(n_folds)]
-    errors = np.array([lasso_terms(Z[folds == k], FBAR[folds == k], W_dec, mu).fit(pk.betas) for k, pk in enumerate(paths)])
+    paths = [lasso_path(lasso_terms(Z[folds != k], FBAR[folds != k], W_dec, mu, G=grams[k + 1]), lams, **kw) for k in range(n_folds)]
+    errors = np.array([heldout_fit(Z[folds == k], FBAR[folds == k], W_dec, mu, pk.betas) for k, pk in enumerate(paths)])
     mean, se = errors.mean(0), errors.std(0, ddof=1) / np.sqrt(n_folds)
     i_min, i_1se = one_se(mean, se)
     if i_min == n_lams - 1: warnings.warn(f'CV error is lowest at the smallest lambda ({lams[-1]:.3g}): the grid floor sets lambda_1se; lower eps')
