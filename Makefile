@@ -68,10 +68,12 @@ parity:
 	PYTHONPATH=$(CURDIR) .venv-parity/bin/python tools/parity_aido.py
 
 # Benchmarks against what users would pick instead (bench/RESULTS.md, bench/results.json), one thread; not part of `make test`.
+# Item 1b uses the wide SAE of `make sae-wide` when it is in the cache (synthetic Grams otherwise).
 # Makes the SAELens side venv if missing. About 35 min on 2 idle cores, ~10 min of it `make report` cold, warm and warm under cProfile in a temporary
 # clone; `make bench BENCH_ARGS=--skip-e2e` keeps the previous end-to-end numbers.
 bench: install
 	test -x .venv-saelens/bin/python || { $(PYTHON) -m venv .venv-saelens && .venv-saelens/bin/pip install -q torch==2.13.0 && .venv-saelens/bin/pip install -q sae-lens; }
+	$(BIN)/python -c "import skglm, celer" 2>/dev/null || $(BIN)/pip install -q --no-deps skglm celer   # item 1b's alternatives, nothing else changed
 	$(THREADS) $(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean-cache:
