@@ -37,8 +37,8 @@ def one_solve(terms, lam, repeats):
             'n_free': info['n_free'], 'certified': bool(gap <= 1e-6 and kkt <= 1e-3)}
 
 
-def paths(terms, X, y, lams, repeats):
-    "Ours against scikit-learn (interleaved), skglm and celer (one run each beside ours) on the same grid; each certified by our gap."
+def paths(terms, X, y, lams, repeats, save=lambda out: None):
+    "Ours against scikit-learn (interleaved), skglm and celer (one run each beside ours) on the same grid; each certified by our gap; `save(out)` after each."
     from cellsteer_nb.contrastive import lasso_path
     from sklearn.linear_model import lasso_path as sk_lasso_path
     N = X.shape[0]
@@ -54,14 +54,16 @@ def paths(terms, X, y, lams, repeats):
     def cert(B): return {'max_gap': max(certify(terms, b, l)[0] for b, l in zip(B, lams)), 'max_kkt_over_lambda': max(certify(terms, b, l)[1] for b, l in zip(B, lams))}
     res = C.interleaved(ours, sk, repeats)
     out = {'sklearn': {k: v for k, v in res.items() if k != 'last'} | {'ours': cert(res['last']['ours']), 'theirs': cert(res['last']['theirs']),
-                                                                      'max_abs_beta_diff': float(np.abs(res['last']['ours'] - res['last']['theirs']).max())}}
+                                                                      'max_abs_beta_diff': float(np.abs(res['last']['ours'] - res['last']['theirs']).max())},
+           'design_mib': X.nbytes / 2 ** 20, 'skglm': {'skipped': 'not run yet'}, 'celer': {'skipped': 'not run yet'}}
+    save(out)
     for name, mod in (('skglm', 'skglm'), ('celer', 'celer')):
         try: cls = __import__(mod).Lasso
         except ImportError: out[name] = {'skipped': f'{mod} not installed'}; continue
         warm(cls)()   # compile (skglm: numba) outside the timing
         r = C.interleaved(ours, warm(cls), 1)
         out[name] = {k: v for k, v in r.items() if k != 'last'} | {'theirs': cert(r['last']['theirs']), 'version': __import__(mod).__version__}
-    out['design_mib'] = X.nbytes / 2 ** 20
+        save(out)
     return out
 
 
@@ -105,6 +107,7 @@ def main():
     ap.add_argument('--sae', default=None, help='the wide SAE (default: make sae-wide\'s x80 in the cache, if there)')
     ap.add_argument('--latent-child', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--skip-latent', action='store_true')
+    ap.add_argument('--latent-from', default=None, help='the JSON line of a --latent-child run of this script (with --skip-latent)')
     a = ap.parse_args()
     if a.latent_child: return latent_child(a.latent_child)
     from cellsteer_nb.core import cache_dir
@@ -122,6 +125,7 @@ def main():
     base = (Z[src], F[src], W, cen[cfg.target])
     solve_lasso(synthetic(*base, 512), 1.0, tol=1e-3)   # numba JIT outside the timings
     out = {'lambda_over_lambda_max': ratio, 'wide_sae': sae_dir if have_wide else None}
+    def save(): C.save_results('solve_wide', out, headline(out))
     # 1. scaling over synthetic sizes
     rows = []
     for q in [x for x in (512, 1024, 2048, 4096, 5120, 8192, 16384) if x <= a.max_p]:
@@ -133,18 +137,21 @@ def main():
               f"{row['n_nonzero']} non-zero, ws {row['ws_size']}, screened {row['n_screened']}, {row['outer']} passes", flush=True)
     lp, lt = np.log([r['p'] for r in rows]), np.log([r['median_s'] for r in rows])
     out['scaling'] = {'rows': rows, 'exponent': float(np.polyfit(lp, lt, 1)[0]), 'p_range': [rows[0]['p'], rows[-1]['p']]}
+    save()
     # 2. the real wide SAE: one solve and the path
     if have_wide:
         terms, gram_s, args, _ = wide_terms(sae_dir)
         lam = ratio * lambda_max(terms)
         out['real'] = {'p': len(terms.c), 'gram_s': gram_s, 'lambda': lam, **one_solve(terms, lam, a.repeats)}
         print(f"real p={len(terms.c)}: {out['real']['median_s']:.3f} s, gap {out['real']['gap']:.1e}", flush=True)
+        save()
     else:
         args = synthetic_inputs(*base, 5120)
         terms = lasso_terms(*args)
     X, y = stacked_design(*args)
     lams = lambda_grid(lambda_max(terms), cfg.n_lams, cfg.eps)
-    out['path'] = {'p': len(terms.c), 'problem': 'real wide SAE' if have_wide else 'synthetic', 'n_lambdas': len(lams), **paths(terms, X, y, lams, a.repeats)}
+    out['path'] = {'p': len(terms.c), 'problem': 'real wide SAE' if have_wide else 'synthetic', 'n_lambdas': len(lams)}
+    out['path'].update(paths(terms, X, y, lams, a.repeats, lambda r: (out['path'].update(r), save())))
     pa = out['path']
     print(f"path p={len(terms.c)}: ours {pa['sklearn']['ours_median_s']:.2f} s, sklearn {pa['sklearn']['theirs_median_s']:.2f} s (x{pa['sklearn']['speedup']:.2f}); "
           + '; '.join(f"{k} x{pa[k]['speedup']:.2f}" for k in ('skglm', 'celer') if 'speedup' in pa[k]), flush=True)
@@ -152,15 +159,21 @@ def main():
     # 3. the whole latent step, 2 threads
     if have_wide and not a.skip_latent:
         env = {**os.environ, **{v: '2' for v in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'NUMBA_NUM_THREADS')}}
-        out['latent'] = C.run_child([sys.executable, __file__, '--latent-child', sae_dir], env=env)
+        out['latent'] = C.run_child([__file__, '--latent-child', sae_dir], env=env)
         print(f"latent step p={out['latent']['p']}: {out['latent']['total_s']:.0f} s", flush=True)
-    s5 = out.get('real', next(r for r in rows if r['p'] == 5120))
-    s16 = next((r for r in rows if r['p'] == 16384), None)
-    C.save_results('solve_wide', out, {'solve_s_p5120': s5['median_s'], 'solve_s_p16384': s16 and s16['median_s'],
-                                       'path_speedup_vs_sklearn_p5120': pa['sklearn']['speedup'],
-                                       'path_speedup_vs_skglm_p5120': pa['skglm'].get('speedup'), 'path_speedup_vs_celer_p5120': pa['celer'].get('speedup'),
-                                       'solve_scaling_exponent': out['scaling']['exponent'],
-                                       'latent_step_s_p5120': out.get('latent', {}).get('total_s')})
+    if a.latent_from: out['latent'] = json.loads(open(a.latent_from).read().strip().splitlines()[-1])
+    save()
+
+
+def headline(out) -> dict:
+    "The top-level keys of results.json that item 1b sets (None where not measured yet)."
+    rows, pa = out.get('scaling', {}).get('rows', []), out.get('path', {})
+    s5 = out.get('real') or next((r for r in rows if r['p'] == 5120), {})
+    s16 = next((r for r in rows if r['p'] == 16384), {})
+    return {'solve_s_p5120': s5.get('median_s'), 'solve_s_p16384': s16.get('median_s'),
+            'path_speedup_vs_sklearn_p5120': pa.get('sklearn', {}).get('speedup'),
+            'path_speedup_vs_skglm_p5120': pa.get('skglm', {}).get('speedup'), 'path_speedup_vs_celer_p5120': pa.get('celer', {}).get('speedup'),
+            'solve_scaling_exponent': out.get('scaling', {}).get('exponent'), 'latent_step_s_p5120': out.get('latent', {}).get('total_s')}
 
 
 if __name__ == '__main__':
