@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # one BLAS/torch thread per parallel notebook worker (2 workers on 2 cores)
 THREADS = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 
-.PHONY: install test report notebooks pretrain sae sae-seed1 expression-objective-full parity clean-cache upgrade-deps bench
+.PHONY: install test report notebooks pretrain sae sae-seed1 sae-wide expression-objective-full parity clean-cache upgrade-deps bench
 
 install: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py constraints.txt
@@ -46,6 +46,13 @@ sae: install
 sae-seed1: install
 	$(BIN)/python -c "from cellsteer_nb.sae import train_default_sae, committed_sae_recipe; from cellsteer_nb.core import ASSETS; train_default_sae(out=ASSETS/'sae_l12_seed1', cfg=committed_sae_recipe(seed=1))"
 
+# Wide SAEs at the seed's width (5,120 = 80 x 64 features) and beyond (16,384), the default recipe otherwise: the solver's test bed
+# (bench/bench_solve.py, `cellsteer report --sae DIR`). Large, so written to the cache, not committed (about 10 / 40 min on 1 core).
+SAE_WIDE_DIR ?= $${CELLSTEER_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/cellsteer_nb}/sae_wide
+SAE_WIDE_EXPANSIONS ?= 80 256
+sae-wide: install
+	for e in $(SAE_WIDE_EXPANSIONS); do OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -c "from cellsteer_nb.sae import train_default_sae, SAETrainConfig; train_default_sae(out='$(SAE_WIDE_DIR)/sae_l12_x$$e', cfg=SAETrainConfig(expansion=$$e))" || exit 1; done
+
 # The long reference fit of the expression objective and the final-layer variant (unmasked readout, about 15 min on 1 core), and
 # on the masked-context readout a reference on a fixed sample of 12 source cells plus the report's masked configuration with and
 # without early stopping (about 25 min on 1 idle core), against the reduced configurations the report runs: writes
@@ -61,10 +68,12 @@ parity:
 	PYTHONPATH=$(CURDIR) .venv-parity/bin/python tools/parity_aido.py
 
 # Benchmarks against what users would pick instead (bench/RESULTS.md, bench/results.json), one thread; not part of `make test`.
+# Item 1b uses the wide SAE of `make sae-wide` when it is in the cache (synthetic Grams otherwise).
 # Makes the SAELens side venv if missing. About 35 min on 2 idle cores, ~10 min of it `make report` cold, warm and warm under cProfile in a temporary
 # clone; `make bench BENCH_ARGS=--skip-e2e` keeps the previous end-to-end numbers.
 bench: install
 	test -x .venv-saelens/bin/python || { $(PYTHON) -m venv .venv-saelens && .venv-saelens/bin/pip install -q torch==2.13.0 && .venv-saelens/bin/pip install -q sae-lens; }
+	$(BIN)/python -c "import skglm, celer" 2>/dev/null || $(BIN)/pip install -q --no-deps skglm celer   # item 1b's alternatives, nothing else changed
 	$(THREADS) $(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean-cache:

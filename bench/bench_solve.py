@@ -52,18 +52,22 @@ def power_law(eigs, top=0.9):
     return float(-np.polyfit(np.log(np.arange(1, len(e) + 1)), np.log(e), 1)[0])
 
 
-def synthetic(Zs, Fs, W, mu, p, seed=0, noise=0.3):
-    """LassoTerms of a synthetic SAE of p features built like ours: G = (W W') * (F'F / n). Decoder rows are our rows resampled
-    with replacement plus N(0, noise^2) per coordinate (renormalised to unit length), each with its source feature's per-cell
-    means; c from our cells and target, as `lasso_terms` does. Its Gram spectrum keeps our spectrum's shape (power-law
-    exponents reported)."""
-    from cellsteer_nb.contrastive import lasso_terms
+def synthetic_inputs(Zs, Fs, W, mu, p, seed=0, noise=0.3):
+    """(Z, F, W, mu) of a synthetic SAE of p features built like ours: decoder rows are our rows resampled with replacement plus
+    N(0, noise^2) per coordinate (renormalised to unit length), each with its source feature's per-cell means; our cells and target."""
     rng = np.random.default_rng(seed)
     alive = np.flatnonzero(Fs.any(0))
     pick = rng.choice(alive, p, replace=True)
     Wq = W[pick] + noise * rng.standard_normal((p, W.shape[1])) / np.sqrt(W.shape[1])
     Wq /= np.linalg.norm(Wq, axis=1, keepdims=True)
-    return lasso_terms(Zs, Fs[:, pick], Wq, mu)
+    return Zs, Fs[:, pick], Wq, mu
+
+
+def synthetic(Zs, Fs, W, mu, p, seed=0, noise=0.3):
+    """LassoTerms of `synthetic_inputs`: G = (W W') * (F'F / n), c from our cells and target, as `lasso_terms` does. Its Gram
+    spectrum keeps our spectrum's shape (power-law exponents reported)."""
+    from cellsteer_nb.contrastive import lasso_terms
+    return lasso_terms(*synthetic_inputs(Zs, Fs, W, mu, p, seed, noise))
 
 
 def main():

@@ -9,7 +9,7 @@ bench/results.json. Every number in RESULTS.md is read from results.json, which 
 import _common as C
 import argparse, subprocess, sys, time
 
-SCRIPTS = {'solve': 'bench_solve.py', 'go': 'bench_go.py', 'sae': 'bench_sae.py', 'extract': 'bench_extract.py',
+SCRIPTS = {'solve': 'bench_solve.py', 'solve_wide': 'bench_solve_wide.py', 'go': 'bench_go.py', 'sae': 'bench_sae.py', 'extract': 'bench_extract.py',
            'steering': 'bench_steering.py', 'seed_scale': 'bench_seed_scale.py', 'stream': 'bench_stream.py', 'e2e': 'bench_report.py'}
 
 

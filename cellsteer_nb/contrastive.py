@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['PENALTIES', 'DEAD_REL', 'MOVED', 'LassoTerms', 'lasso_terms', 'stacked_design', 'penalty_weights', 'working_set',
            'primal', 'duality_gap', 'kkt_violation', 'solve_lasso', 'lambda_max', 'lambda_grid', 'LassoPath',
-           'lasso_path', 'sklearn_reference', 'fold_ids', 'one_se', 'CVResult', 'cv_lambda', 'moved_jaccard',
-           'adam_baseline', 'plot_lasso_path']
+           'lasso_path', 'sklearn_reference', 'fold_ids', 'one_se', 'CVResult', 'fold_grams', 'heldout_fit',
+           'cv_lambda', 'moved_jaccard', 'adam_baseline', 'plot_lasso_path']
 
 # %% ../nbs/07_contrastive.ipynb #4300cce1
 import time, warnings
@@ -30,11 +30,11 @@ class LassoTerms:
 def _f64(*arrays): return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
 
 # %% ../nbs/07_contrastive.ipynb #0a3ce7b7
-def lasso_terms(Z, FBAR, W_dec, mu) -> LassoTerms:
-    "`LassoTerms` (float64) of source embeddings `Z` (n, d), feature means `FBAR` (n, p), decoder `W_dec` (p, d), target `mu` (d,)."
+def lasso_terms(Z, FBAR, W_dec, mu, G=None) -> LassoTerms:
+    "`LassoTerms` (float64) of source embeddings `Z` (n, d), feature means `FBAR` (n, p), decoder `W_dec` (p, d), target `mu` (d,); `G` if already formed (it does not depend on `Z` or `mu`)."
     Z, F, W, mu = _f64(Z, FBAR, W_dec, mu)
     D = Z - mu
-    return LassoTerms(G=(W @ W.T) * (F.T @ F / len(Z)), c=(F * (D @ W.T)).mean(0), const=float((D * D).sum(1).mean()), n=len(Z))
+    return LassoTerms(G=(W @ W.T) * (F.T @ F / len(Z)) if G is None else G, c=(F * (D @ W.T)).mean(0), const=float((D * D).sum(1).mean()), n=len(Z))
 
 # %% ../nbs/07_contrastive.ipynb #af93407c
 def stacked_design(Z, FBAR, W_dec, mu) -> tuple:
@@ -74,20 +74,34 @@ def primal(terms:LassoTerms, beta, lam:float, weights=None) -> float:
 # %% ../nbs/07_contrastive.ipynb #23f2dbd0
 def _feasible(beta, free, nonneg_alpha) -> bool: return not ((beta[~free] != 0).any() or (nonneg_alpha and (beta < -1).any()))
 
+# %% ../nbs/07_contrastive.ipynb #f65bb73a
+def _grad_half(G, c, beta) -> np.ndarray:
+    "q = G beta + c from the rows of the symmetric `G` at the non-zero beta only: O(p nnz) instead of O(p^2)."
+    nz = np.flatnonzero(beta)
+    return c + beta[nz] @ G[nz] if len(nz) else np.array(c, dtype=np.float64)
+
+# %% ../nbs/07_contrastive.ipynb #0a67337f
+def _dual_gap(q, beta, c, const:float, lw, free, nonneg_alpha:bool) -> tuple:
+    "(absolute gap, P(beta), t) at the scaled-residual dual point, from q = G beta + c alone; `lw` = lam * weights, `free` a mask."
+    g = 2 * q
+    f, pen, bg = const + float(beta @ (q + c)), float(np.abs(beta) @ lw), float(beta @ g)
+    gf, wf = g[free], lw[free]
+    binding = gf < 0 if nonneg_alpha else gf != 0
+    t_max = np.min(wf[binding] / np.abs(gf[binding]), initial=np.inf)
+    def gap(t): return (1 - t) ** 2 * f + t * bg + pen + (np.maximum(t * gf - wf, 0).sum() if nonneg_alpha else 0.0)
+    ts = (min(1.0, t_max), np.clip(1 - bg / (2 * f), 0, t_max) if f > 0 else 0.0)
+    gaps = [gap(t) for t in ts]
+    k = int(np.argmin(gaps))
+    return gaps[k], f + pen, float(ts[k])
+
 # %% ../nbs/07_contrastive.ipynb #450f11b4
 def duality_gap(terms:LassoTerms, beta, lam:float, weights=None, free=None, nonneg_alpha:bool=False) -> float:
     "Relative duality gap (P(beta) - D(t r)) / P(beta) at the scaled-residual dual point (derivation above); inf if `beta` is infeasible."
     beta = np.asarray(beta, dtype=np.float64)
     w, free = _weights(weights, len(beta)), _mask(free, len(beta))
     if not _feasible(beta, free, nonneg_alpha): return np.inf
-    g = 2 * (terms.G @ beta + terms.c)
-    f, pen, bg = float(terms.fit(beta)), lam * float(np.abs(beta) @ w), float(beta @ g)
-    gf, wf = g[free], lam * w[free]
-    binding = gf < 0 if nonneg_alpha else gf != 0
-    t_max = np.min(wf[binding] / np.abs(gf[binding]), initial=np.inf)
-    def gap(t): return (1 - t) ** 2 * f + t * bg + pen + (np.maximum(t * gf - wf, 0).sum() if nonneg_alpha else 0.0)
-    t_quad = np.clip(1 - bg / (2 * f), 0, t_max) if f > 0 else 0.0
-    return min(gap(min(1.0, t_max)), gap(t_quad)) / (f + pen)
+    gap, P, _ = _dual_gap(_grad_half(terms.G, terms.c, beta), beta, terms.c, terms.const, lam * w, free, nonneg_alpha)
+    return gap / P
 
 # %% ../nbs/07_contrastive.ipynb #c2232c4f
 def kkt_violation(terms:LassoTerms, beta, lam:float, weights=None, free=None, nonneg_alpha:bool=False) -> float:
@@ -95,7 +109,7 @@ def kkt_violation(terms:LassoTerms, beta, lam:float, weights=None, free=None, no
     beta = np.asarray(beta, dtype=np.float64)
     lw, free = lam * _weights(weights, len(beta)), _mask(free, len(beta))
     if not _feasible(beta, free, nonneg_alpha): return np.inf
-    g = 2 * (terms.G @ beta + terms.c)
+    g = 2 * _grad_half(terms.G, terms.c, beta)
     v = np.where(beta == 0, np.maximum(np.abs(g) - lw, 0), np.abs(g + lw * np.sign(beta)))
     if nonneg_alpha: v = np.where(beta == -1, np.maximum(lw - g, 0), v)
     return float(v[free].max(initial=0.0))
@@ -123,34 +137,67 @@ def _anderson(xs, lo):
     except np.linalg.LinAlgError: return None
     return np.maximum((z / z.sum()) @ X[1:], lo) if np.isfinite(z).all() and z.sum() != 0 else None
 
-# %% ../nbs/07_contrastive.ipynb #e988d067
-def solve_lasso(terms:LassoTerms, lam:float, weights=None, free=None, nonneg_alpha:bool=False, beta0=None,
-                tol:float=1e-9, max_sweeps:int=100_000, check_every:int=10, anderson:int=5):
-    """Minimise `primal` over beta = alpha - 1, held at 0 outside `working_set(terms, free)` and >= -1 with `nonneg_alpha`.
-
-    Coordinate descent with Anderson extrapolation, stopped at relative `duality_gap` <= `tol`. Returns (beta, info):
-    info has the gap, `converged`, sweeps, seconds, the KKT violation and the number of free features."""
-    if not lam > 0: raise ValueError('lam must be > 0 (at lam = 0 the problem is an ill-posed least squares)')
-    p = len(terms.c)
-    w, work = _weights(weights, p), working_set(terms, free)
-    if (w[work] <= 0).any(): raise ValueError('weights must be > 0 on free features')
-    lo = np.full(p, -1.0 if nonneg_alpha else -np.inf)
-    beta = np.zeros(p) if beta0 is None else np.maximum(np.where(work, beta0, 0.0), lo)
-    G, idx, thr = np.ascontiguousarray(terms.G), np.flatnonzero(work), lam * w / 2
-    t0, sweeps, xs = time.perf_counter(), 0, [beta.copy()]
+# %% ../nbs/07_contrastive.ipynb #9178c707
+def _solve_ws(G, c, const:float, beta, lw, lo, target:float, max_sweeps:int, check_every:int=10, anderson:int=5) -> tuple:
+    "(beta, sweeps): CD with Anderson steps on a problem whose features are all free, until its absolute gap <= `target` (or `max_sweeps`)."
+    m, nonneg = len(c), bool(np.isfinite(lo).any())
+    idx, every, thr, sweeps, xs = np.arange(m), np.ones(m, bool), lw / 2, 0, [beta.copy()]
+    def P(b, q): return const + b @ (q + c) + np.abs(b) @ lw
     while True:
         if sweeps % check_every == 0:
-            gap = duality_gap(terms, beta, lam, w, work, nonneg_alpha)
-            if gap <= tol or sweeps >= max_sweeps: break
-            q = G @ beta + terms.c  # refreshed: no drift from the incremental updates
+            q = G @ beta + c  # refreshed: no drift from the incremental updates
+            if _dual_gap(q, beta, c, const, lw, every, nonneg)[0] <= target or sweeps >= max_sweeps: return beta, sweeps
         _cd_sweeps(G, q, beta, thr, lo, idx, 1); sweeps += 1
         xs.append(beta.copy())
         if len(xs) > anderson:
             ex = _anderson(xs, lo)
-            if ex is not None and primal(terms, ex, lam, w) < primal(terms, beta, lam, w): beta, q = ex, G @ ex + terms.c
+            if ex is not None:
+                qx = G @ ex + c
+                if P(ex, qx) < P(beta, q): beta, q = ex, qx
             xs = [beta.copy()]
-    return beta, {'gap': gap, 'converged': gap <= tol, 'sweeps': sweeps, 'seconds': time.perf_counter() - t0,
-                  'kkt': kkt_violation(terms, beta, lam, w, work, nonneg_alpha), 'n_free': len(idx)}
+
+# %% ../nbs/07_contrastive.ipynb #6a49b8f6
+def _working_set_step(q, beta, t:float, gap:float, lw, norms, cand, size:int, screen:bool=True) -> tuple:
+    """(working set, candidates): gap-safe screening drops the candidates at zero with d_j = (lw_j - t|g_j|)/norm_j > 2 sqrt(gap)
+    (zero at the optimum); the working set is the non-zero features plus the candidates of smallest d_j, `size` in all."""
+    d = np.full(len(q), np.inf)
+    d[cand] = (lw[cand] - 2 * t * np.abs(q[cand])) / norms[cand]
+    nz = beta != 0
+    if screen: cand = cand & ~((d > 2 * np.sqrt(gap)) & ~nz)
+    d[nz], d[~cand & ~nz] = -np.inf, np.inf
+    k = max(1, min(size, int((cand | nz).sum())))
+    return np.sort(np.argpartition(d, k - 1)[:k]), cand
+
+# %% ../nbs/07_contrastive.ipynb #e988d067
+def solve_lasso(terms:LassoTerms, lam:float, weights=None, free=None, nonneg_alpha:bool=False, beta0=None,
+                tol:float=1e-9, max_sweeps:int=100_000, check_every:int=10, anderson:int=5, p0:int=100, screen:bool=True):
+    """Minimise `primal` over beta = alpha - 1, held at 0 outside `working_set(terms, free)` and >= -1 with `nonneg_alpha`.
+
+    Working sets (first `p0` features) with gap-safe screening, each solved by coordinate descent with Anderson steps;
+    stopped at relative `duality_gap` <= `tol` of the **full** problem. Returns (beta, info): info has that gap,
+    `converged`, sweeps (on working sets), seconds, the KKT violation, the number of free features, the outer passes, the
+    mask of features screened out and the last working-set size."""
+    if not lam > 0: raise ValueError('lam must be > 0 (at lam = 0 the problem is an ill-posed least squares)')
+    p = len(terms.c)
+    w, work = _weights(weights, p), working_set(terms, free)
+    if (w[work] <= 0).any(): raise ValueError('weights must be > 0 on free features')
+    lw, lo = lam * w, np.full(p, -1.0 if nonneg_alpha else -np.inf)
+    beta = np.zeros(p) if beta0 is None else np.maximum(np.where(work, beta0, 0.0), lo)
+    G, c, cand, norms = terms.G, terms.c, work.copy(), np.sqrt(np.maximum(np.diag(terms.G), 0))
+    t0, sweeps, outer, size, last = time.perf_counter(), 0, 0, p0, np.inf
+    while True:
+        q = _grad_half(G, c, beta)
+        gap, P, t = _dual_gap(q, beta, c, terms.const, lw, work, nonneg_alpha)
+        if gap <= tol * P or sweeps >= max_sweeps: break
+        size = max(size * (2 if gap > last / 2 else 1), 2 * int((beta != 0).sum()))
+        ws, cand = _working_set_step(q, beta, t, gap, lw, norms, cand, size, screen)
+        bw, s = _solve_ws(np.ascontiguousarray(G[np.ix_(ws, ws)]), c[ws], terms.const, beta[ws], lw[ws], lo[ws], 0.3 * gap,
+                          max_sweeps - sweeps, check_every, anderson)
+        beta = np.zeros(p); beta[ws] = bw
+        sweeps, outer, last = sweeps + s, outer + 1, gap
+    return beta, {'gap': gap / P, 'converged': gap <= tol * P, 'sweeps': sweeps, 'seconds': time.perf_counter() - t0,
+                  'kkt': kkt_violation(terms, beta, lam, w, work, nonneg_alpha), 'n_free': int(work.sum()), 'outer': outer,
+                  'screened': work & ~cand, 'ws_size': min(size, int(work.sum()))}
 
 # %% ../nbs/07_contrastive.ipynb #36909c73
 def lambda_max(terms:LassoTerms, weights=None, free=None) -> float:
@@ -239,18 +286,34 @@ class CVResult:
         "(n, p): for each source cell, the beta fitted without its fold (for out-of-fold scoring)."
         return self.fold_betas[self.folds]
 
+# %% ../nbs/07_contrastive.ipynb #3360f7f4
+def fold_grams(FBAR, W_dec, folds) -> list:
+    "[G of all cells, G of the cells outside fold 0, ..., outside fold K-1], as `lasso_terms` forms them, W_dec W_dec' formed once."
+    F, W = _f64(FBAR, W_dec)
+    WW = W @ W.T
+    return [WW * (Fk.T @ Fk / len(Fk)) for Fk in [F] + [F[folds != k] for k in range(folds.max() + 1)]]
+
+# %% ../nbs/07_contrastive.ipynb #d7ae4d5b
+def heldout_fit(Z, FBAR, W_dec, mu, betas) -> np.ndarray:
+    "Mean squared distance to `mu` of the cells `Z` steered by each row of `betas` `(k, p)` -> `(k,)`, from the cells (no Gram; non-zero columns only)."
+    Z, F, W, mu, B = _f64(Z, FBAR, W_dec, mu, betas)
+    nz = np.flatnonzero((B != 0).any(0))
+    D = (Z - mu)[None] + (B[:, None, nz] * F[None, :, nz]) @ W[nz]
+    return (D * D).sum(-1).mean(-1)
+
 # %% ../nbs/07_contrastive.ipynb #e0a6185f
 def cv_lambda(Z, FBAR, W_dec, mu, n_folds:int=5, seed:int=0, penalty:str='l1', free=None, nonneg_alpha:bool=False,
-              n_lams:int=40, eps:float=1e-3, tol:float=1e-9) -> CVResult:
-    "Choose lam by K-fold CV over source cells (held-out mean squared distance to the fixed `mu`) and the one-SE rule."
+              n_lams:int=40, eps:float=1e-3, tol:float=1e-9, grams:list|None=None) -> CVResult:
+    "Choose lam by K-fold CV over source cells (held-out mean squared distance to the fixed `mu`) and the one-SE rule; `grams` = `fold_grams` of the same cells and folds, if formed."
     Z, FBAR = np.asarray(Z), np.asarray(FBAR)
-    full = lasso_terms(Z, FBAR, W_dec, mu)
+    folds = fold_ids(len(Z), n_folds, seed)
+    grams = fold_grams(FBAR, W_dec, folds) if grams is None else grams
+    full = lasso_terms(Z, FBAR, W_dec, mu, G=grams[0])
     w = penalty_weights(full, penalty)
     lams = lambda_grid(lambda_max(full, w, free), n_lams, eps)
-    folds = fold_ids(full.n, n_folds, seed)
     kw = dict(weights=w, free=free, nonneg_alpha=nonneg_alpha, tol=tol)
-    paths = [lasso_path(lasso_terms(Z[folds != k], FBAR[folds != k], W_dec, mu), lams, **kw) for k in range(n_folds)]
-    errors = np.array([lasso_terms(Z[folds == k], FBAR[folds == k], W_dec, mu).fit(pk.betas) for k, pk in enumerate(paths)])
+    paths = [lasso_path(lasso_terms(Z[folds != k], FBAR[folds != k], W_dec, mu, G=grams[k + 1]), lams, **kw) for k in range(n_folds)]
+    errors = np.array([heldout_fit(Z[folds == k], FBAR[folds == k], W_dec, mu, pk.betas) for k, pk in enumerate(paths)])
     mean, se = errors.mean(0), errors.std(0, ddof=1) / np.sqrt(n_folds)
     i_min, i_1se = one_se(mean, se)
     if i_min == n_lams - 1: warnings.warn(f'CV error is lowest at the smallest lambda ({lams[-1]:.3g}): the grid floor sets lambda_1se; lower eps')

@@ -7,8 +7,8 @@ __all__ = ['CD8_RELEVANT_GO', 'GENERIC_IC', 'RULE_PREFIXES', 'LATENT_DEPS', 'OPT
            'nearest_centroid', 'axis_progress', 'bootstrap_ci', 'score_shift', 'summarise', 'SteeringConfig',
            'heldout_shifts', 'matched_random_features', 'crossfit_at_count', 'random_direction_shifts',
            'heldout_probe_calls', 'go_descendants', 'moved_features_table', 'moved_union_terms', 'moved_go_summary',
-           'moved_set', 'jaccard', 'matched_jaccard', 'free_features', 'SteerFit', 'steer_toward', 'LatentResult',
-           'adam_until', 'steering_inputs', 'latent_step', 'steering_options', 'seed_stability',
+           'moved_set', 'jaccard', 'matched_jaccard', 'free_features', 'source_grams', 'SteerFit', 'steer_toward',
+           'LatentResult', 'adam_until', 'steering_inputs', 'latent_step', 'steering_options', 'seed_stability',
            'plot_distance_scatter', 'plot_steering_umap', 'plot_controls']
 
 # %% ../nbs/07b_latent.ipynb #bad130f9
@@ -21,8 +21,8 @@ from sklearn.preprocessing import StandardScaler
 from .core import CELL_TYPE_KEY, EMBED_KEY, FBAR_KEY, SOURCE, TARGET, StepResult, cache_key, cached_object, type_colour, type_palette
 from .reference import BARS
 from .steer import embedding_shift
-from .contrastive import (MOVED, CVResult, adam_baseline, cv_lambda, duality_gap, kkt_violation, lasso_path, lasso_terms,
-                                      moved_jaccard, solve_lasso)
+from .contrastive import (MOVED, CVResult, adam_baseline, cv_lambda, duality_gap, fold_grams, fold_ids, kkt_violation, lasso_path,
+                                      lasso_terms, moved_jaccard, solve_lasso)
 
 # %% ../nbs/07b_latent.ipynb #14fefcd3
 def group_centroids(Z:np.ndarray, labels) -> dict:
@@ -128,13 +128,18 @@ def matched_random_features(fbar_mean:np.ndarray, chosen, candidates:np.ndarray,
 
 # %% ../nbs/07b_latent.ipynb #b2e52870
 def crossfit_at_count(Z, F, W_dec, mu, folds:np.ndarray, n_moved:int, weights=None, free=None, nonneg_alpha:bool=False, n_lams:int=40) -> tuple:
-    "(held-out betas `(cells, p)`, all-cell beta, lam): the lam of the all-cell path whose solution moves closest to `n_moved` features, refitted per fold."
-    path = lasso_path(lasso_terms(Z, F, W_dec, mu), n_lams=n_lams, weights=weights, free=free, nonneg_alpha=nonneg_alpha)
+    """(held-out betas `(cells, p)`, all-cell beta, lam): the lam of the all-cell path whose solution moves closest to `n_moved` features,
+    refitted per fold from that solution. Solved on the `free` features' columns only (the others stay at 0), so a draw of a few
+    features costs a few-feature problem, whatever the SAE's width."""
+    cols = np.arange(F.shape[1]) if free is None else np.flatnonzero(free)
+    w = None if weights is None else np.asarray(weights)[cols]
+    def terms(rows): return lasso_terms(Z[rows], F[rows][:, cols], W_dec[cols], mu)
+    path = lasso_path(terms(np.ones(len(Z), bool)), n_lams=n_lams, weights=w, nonneg_alpha=nonneg_alpha)
     i = int(np.argmin(np.abs(path.n_moved - n_moved)))
-    lam = float(path.lams[i])
-    fold_betas = np.array([solve_lasso(lasso_terms(Z[folds != k], F[folds != k], W_dec, mu), lam, weights, free, nonneg_alpha)[0]
-                           for k in range(folds.max() + 1)])
-    return fold_betas[folds], path.betas[i], lam
+    lam, out = float(path.lams[i]), np.zeros((folds.max() + 2, F.shape[1]))
+    out[-1, cols] = path.betas[i]
+    for k in range(folds.max() + 1): out[k, cols] = solve_lasso(terms(folds != k), lam, w, None, nonneg_alpha, beta0=path.betas[i])[0]
+    return out[folds], out[-1], lam
 
 # %% ../nbs/07b_latent.ipynb #92dca12c
 def random_direction_shifts(shift:np.ndarray, rng) -> np.ndarray:
@@ -230,6 +235,11 @@ def free_features(free:str, features:pd.DataFrame|None, d_sae:int) -> np.ndarray
     mask = np.zeros(d_sae, bool); mask[features.feature[features.term1.notna()].to_numpy()] = True
     return mask
 
+# %% ../nbs/07b_latent.ipynb #53daae7a
+def source_grams(F_src, W_dec, cfg:SteeringConfig) -> list:
+    "`fold_grams` of the source cells on `cfg`'s folds: every fit from these cells (target, wrong targets, options) shares them."
+    return fold_grams(F_src, W_dec, fold_ids(len(F_src), cfg.n_folds, cfg.seed))
+
 # %% ../nbs/07b_latent.ipynb #3e9cdba0
 @dataclass
 class SteerFit:
@@ -241,10 +251,10 @@ class SteerFit:
     @property
     def beta(self) -> np.ndarray: return self.cv.beta
 
-def steer_toward(Z_src, F_src, W_dec, mu, cfg:SteeringConfig, free=None) -> SteerFit:
-    "Fit the contrastive Lasso of source cells toward `mu` (lambda by CV, one-SE rule) and their out-of-fold shifts."
+def steer_toward(Z_src, F_src, W_dec, mu, cfg:SteeringConfig, free=None, grams:list|None=None) -> SteerFit:
+    "Fit the contrastive Lasso of source cells toward `mu` (lambda by CV, one-SE rule) and their out-of-fold shifts; `grams`: `source_grams` of these cells, if formed."
     t0 = time.perf_counter()
-    cv = cv_lambda(Z_src, F_src, W_dec, mu, cfg.n_folds, cfg.seed, cfg.penalty, free, cfg.nonneg_alpha, cfg.n_lams, cfg.eps)
+    cv = cv_lambda(Z_src, F_src, W_dec, mu, cfg.n_folds, cfg.seed, cfg.penalty, free, cfg.nonneg_alpha, cfg.n_lams, cfg.eps, grams=grams)
     return SteerFit(cv, free, heldout_shifts(cv, F_src, W_dec), time.perf_counter() - t0)
 
 # %% ../nbs/07b_latent.ipynb #ee4da6c4
@@ -318,9 +328,10 @@ def _latent(labels, Z, F, W, cen, mu_all, features, cfg, key) -> LatentResult:
     src = labels == cfg.source; Zs, Fs = Z[src], F[src]
     mu_s, mu_t = cen[cfg.source], cen[cfg.target]
     free = free_features(cfg.free, features, W.shape[0])
-    fit = steer_toward(Zs, Fs, W, mu_t, cfg, free)
+    grams = source_grams(Fs, W, cfg)
+    fit = steer_toward(Zs, Fs, W, mu_t, cfg, free, grams)
     beta, lam = fit.beta, fit.cv.lambda_1se
-    terms = lasso_terms(Zs, Fs, W, mu_t)
+    terms = lasso_terms(Zs, Fs, W, mu_t, G=grams[0])
     obj_exact = float(terms.fit(beta) + lam * np.abs(beta) @ fit.cv.weights)
     adam = (adam_until(terms, lam, fit.cv.weights, free, cfg.nonneg_alpha, obj_exact) if cfg.compare_adam
             else {'excess': None, 'epochs': None, 'seconds': None})
@@ -335,7 +346,7 @@ def _latent(labels, Z, F, W, cen, mu_all, features, cfg, key) -> LatentResult:
     oracle = relative_shrink(Zs, Zs + (mu_t - mu_s), mu_t)
     wrong = {}
     for L in [t for t in cfg.wrong_targets if t in cen and t not in (cfg.source, cfg.target)]:
-        wf = steer_toward(Zs, Fs, W, cen[L], cfg, free)
+        wf = steer_toward(Zs, Fs, W, cen[L], cfg, free, grams)
         ws = score_shift(Zs, wf.shift, cen, cfg.source, L, mu_all)
         wrong[L] = {'median_shrink_to_target': float(ws.shrink_target.median()),
                     'fraction_closer_to_cd8': float((relative_shrink(Zs, Zs + wf.shift, mu_t) > 0).mean()),
@@ -386,10 +397,10 @@ def steering_options(adata, W_dec, features:pd.DataFrame, cfg:SteeringConfig=Ste
 
 def _option_rows(labels, Z, F, W, cen, mu_all, features, cfg, options) -> list:
     src = labels == cfg.source
-    rows = []
+    rows, grams = [], source_grams(F[src], W, cfg)   # options change the penalty, mask, bound or grid, never the cells or folds
     for name, change in {'configured': {}, **options}.items():
         c = SteeringConfig(**{**asdict(cfg), **change})
-        fit = steer_toward(Z[src], F[src], W, cen[c.target], c, free_features(c.free, features, W.shape[0]))
+        fit = steer_toward(Z[src], F[src], W, cen[c.target], c, free_features(c.free, features, W.shape[0]), grams)
         s = summarise(score_shift(Z[src], fit.shift, cen, c.source, c.target, mu_all), c.target, n_boot=200, seed=c.seed)
         rows.append({'option': name, 'penalty': c.penalty, 'free': c.free, 'nonneg_alpha': c.nonneg_alpha, 'lambda': fit.cv.lambda_1se,
                      'n_moved_features': len(moved_set(fit.beta)), 'max_abs_alpha_minus_1': float(np.abs(fit.beta).max()),
