@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from .core import ASSETS, atomic_write, round_sig, type_palette
 from .annotate import RULES
+from .contrastive import MOVED
 from .pipeline import FeatureAtlas
 
 # %% ../nbs/08f_browser.ipynb #c73c114c
 BROWSER_ASSETS = ASSETS/'browser'  # the static pages, style sheet and script
 
 def js_data(key:str, obj) -> str:
-    "A script that stores `obj` (JSON-able; NaN becomes null) as `CS_DATA[key]`."
-    return f"window.CS_DATA = window.CS_DATA || {{}};\nCS_DATA[{json.dumps(key)}] = {json.dumps(round_sig(obj), separators=(',', ':'), allow_nan=False)};\n"
+    "A script that stores `obj` (JSON-able, no NaN: the `*_data` functions round with `core.round_sig`, which makes NaN null) as `CS_DATA[key]`."
+    return f"window.CS_DATA = window.CS_DATA || {{}};\nCS_DATA[{json.dumps(key)}] = {json.dumps(obj, separators=(',', ':'), allow_nan=False)};\n"
 
 # %% ../nbs/08f_browser.ipynb #265924ad
 def synthetic_atlas(n_features:int=64, n_cells:int=200, n_genes:int=300, labels=('CD4 T', 'CD8 T', 'B', 'NK'), seed:int=0) -> FeatureAtlas:
@@ -46,7 +47,7 @@ def synthetic_atlas(n_features:int=64, n_cells:int=200, n_genes:int=300, labels=
     nb = np.stack([rng.choice(np.delete(np.arange(n_features), f), 8, replace=False) for f in range(n_features)])
     alpha = np.where(rng.random(n_features) < 0.05, rng.normal(1, 1.5, n_features), 1.0)
     effects = {int(f): {'source': 'synthetic', 'n_cells': 16, '2': {'up': list(rng.choice(genes, 5)), 'down': list(rng.choice(genes, 5))},
-                        '-2': {'up': list(rng.choice(genes, 5)), 'down': list(rng.choice(genes, 5))}} for f in np.flatnonzero(abs(alpha - 1) > 0.3)}
+                        '-2': {'up': list(rng.choice(genes, 5)), 'down': list(rng.choice(genes, 5))}} for f in np.flatnonzero(abs(alpha - 1) > MOVED)}
     return FeatureAtlas(tab, sets, alpha, fbar, pd.DataFrame({'name': [f'cell{i}' for i in range(n_cells)], 'label': cell_labels,
                         'umap_x': rng.normal(0, 3, n_cells), 'umap_y': rng.normal(0, 3, n_cells)}), (fbar > 0).mean(0), by,
                         by.index.to_numpy()[by.to_numpy().argmax(0)], np.argsort(-fbar.T, axis=1, kind='stable')[:, :10],
@@ -55,7 +56,7 @@ def synthetic_atlas(n_features:int=64, n_cells:int=200, n_genes:int=300, labels=
 # %% ../nbs/08f_browser.ipynb #5ba8a294
 def synthetic_results(atlas:FeatureAtlas) -> dict:
     "The results keys the steering page reads, with made-up values, for `atlas`'s moved features."
-    moved = np.flatnonzero(abs(atlas.alpha - 1) > 0.3)
+    moved = np.flatnonzero(abs(atlas.alpha - 1) > MOVED)
     keys = ['fraction_closer_heldout', 'median_relative_shrink_heldout', 'nearest_target_share_before', 'nearest_target_share_after', 'lambda', 'lambda_max',
             'lambda_min', 'duality_gap_relative', 'null_random_features_median_relative_shrink_median', 'null_random_features_median_relative_shrink_p95',
             'random_direction_fraction_closer', 'oracle_median_relative_shrink', 'reverse_fraction_closer']
@@ -78,39 +79,40 @@ def index_data(atlas:FeatureAtlas) -> dict:
     "Columns of the index table, one entry per feature, and the text the search matches (gene sets of both rules, every listed term)."
     t = atlas.table
     rows = t.to_dict(orient='records')
-    return {'feature': t.feature.tolist(), 'density': t.density.tolist(), 'cell_density': atlas.cell_density.tolist(),
+    return round_sig({'feature': t.feature.tolist(), 'density': t.density.tolist(), 'cell_density': atlas.cell_density.tolist(),
             'top_genes': [' '.join(g.split()[:5]) for g in t.top_genes], 'coexpression_top_genes': [' '.join(g.split()[:5]) for g in t.coexpression_top_genes],
             'term': [_s(x) for x in t.term1], 'term_ic': t.term1_ic.tolist(), 'coexpression_term': [_s(x) for x in t.coexpression_term1],
             'coexpression_term_ic': t.coexpression_term1_ic.tolist(), 'alpha': atlas.alpha.tolist(), 'top_label': [str(x) for x in atlas.top_label],
             'genes': [' '.join(dict.fromkeys(' '.join(s).split())) for s in zip(*(atlas.gene_sets[r] for r in RULES))],
-            'terms': [' | '.join(x['name'] for p in ('', 'coexpression_') for x in _terms(r, p)) for r in rows]}
+            'terms': [' | '.join(x['name'] for p in ('', 'coexpression_') for x in _terms(r, p)) for r in rows]})
 
 # %% ../nbs/08f_browser.ipynb #1bd7f37b
 def _rule_data(row, gene_set:str, pre:str) -> dict:
     return {'gene_set': gene_set.split(), 'participation_ratio': row[f'{pre}participation_ratio'], 'set_size': row[f'{pre}set_size'],
             'n_significant': row[f'{pre}n_significant'], 'terms': _terms(row, pre)}
 
+def _sig4(x:np.ndarray) -> list: return [float(f'{v:.4g}') for v in x.tolist()]   # per-cell values: 4 significant digits, fast
+
 def feature_data(atlas:FeatureAtlas, f:int) -> dict:
     "Everything feature `f`'s page shows."
-    row = atlas.table.iloc[f]
-    top = atlas.top_cells[f]
-    return {'feature': f, 'density': row.density, 'cell_density': atlas.cell_density[f], 'fbar_mean': row.fbar_mean, 'alpha': atlas.alpha[f],
+    row, names, labels, terms = atlas.table.iloc[f], atlas.cells.name.to_numpy(), atlas.cells.label.to_numpy(), atlas.table[['term1', 'coexpression_term1']].to_numpy()
+    out = {'feature': f, 'density': row.density, 'cell_density': atlas.cell_density[f], 'fbar_mean': row.fbar_mean, 'alpha': atlas.alpha[f],
             'top_label': str(atlas.top_label[f]), 'hist_counts': atlas.hist_counts[f].tolist(),
-            'by_label': atlas.by_label[f].tolist(), 'fbar': round_sig(atlas.fbar[:, f].tolist(), 4),
-            'top_cells': [{'cell': int(c), 'name': atlas.cells.name.iloc[c], 'label': atlas.cells.label.iloc[c], 'value': atlas.fbar[c, f]} for c in top],
+            'by_label': atlas.by_label[f].tolist(),
+            'top_cells': [{'cell': int(c), 'name': names[c], 'label': labels[c], 'value': atlas.fbar[c, f]} for c in atlas.top_cells[f]],
             **{r: _rule_data(row, atlas.gene_sets[r][f], '' if r == 'token' else f'{r}_') for r in RULES},
-            'neighbours': [{'feature': int(n), 'cos': c, 'term': _s(atlas.table.term1.iloc[n]), 'coexpression_term': _s(atlas.table.coexpression_term1.iloc[n])}
-                           for n, c in zip(atlas.neighbours[f], atlas.neighbour_cos[f])],
+            'neighbours': [{'feature': int(n), 'cos': c, 'term': _s(terms[n, 0]), 'coexpression_term': _s(terms[n, 1])} for n, c in zip(atlas.neighbours[f], atlas.neighbour_cos[f])],
             'effect': atlas.effects.get(f)}
+    return {**round_sig(out), 'fbar': _sig4(atlas.fbar[:, f])}
 
 # %% ../nbs/08f_browser.ipynb #a73c7b3b
 def meta_data(atlas:FeatureAtlas, res:dict) -> dict:
     "What every page shares: the pair, the labels with their colours (source blue, target red), every cell's UMAP position and label, the histogram bins."
     labels = atlas.by_label.index.tolist()
-    return {'source': atlas.source, 'target': atlas.target, 'n_features': len(atlas.table), 'n_cells': len(atlas.cells), 'labels': labels,
+    return round_sig({'source': atlas.source, 'target': atlas.target, 'n_features': len(atlas.table), 'n_cells': len(atlas.cells), 'labels': labels,
             'palette': type_palette(labels, atlas.source, atlas.target), 'label_of_cell': [labels.index(l) for l in atlas.cells.label],
-            'umap': round_sig(atlas.cells[['umap_x', 'umap_y']].to_numpy().tolist(), 4), 'hist_edges': atlas.hist_edges.tolist(),
-            'title': f"Steering {atlas.source} cells toward {atlas.target}: {len(atlas.table):,} SAE features", 'moved_threshold': 0.3}
+            'umap': [_sig4(p) for p in atlas.cells[['umap_x', 'umap_y']].to_numpy()], 'hist_edges': atlas.hist_edges.tolist(),
+            'title': f"Steering {atlas.source} cells toward {atlas.target}: {len(atlas.table):,} SAE features", 'moved_threshold': MOVED})
 
 # %% ../nbs/08f_browser.ipynb #16fa98ca
 STEERING_FIGURES = {'path': 'steer_path', 'umap': 'steer_umap', 'controls': 'steer_controls'}  # browser image name → the pipeline's figure key
@@ -121,7 +123,7 @@ def steering_data(res:dict, images:dict) -> dict:
     metrics = [['held-out share of source cells closer to the target centroid', s['fraction_closer_heldout'], s['fraction_closer_heldout_ci']],
                ['held-out median relative shrink of the distance to the target centroid', s['median_relative_shrink_heldout'], s.get('median_relative_shrink_heldout_ci')],
                ['share of source cells nearest the target centroid: before → after', [s['nearest_target_share_before'], s['nearest_target_share_after']], None],
-               ['moved features (|α − 1| > 0.3)', s['n_moved_features'], None],
+               [f'moved features (|α − 1| > {MOVED:g})', s['n_moved_features'], None],
                ['λ chosen (one-SE rule) / λ_max', [s['lambda'], s['lambda_max']], None],
                ['relative duality gap', s['duality_gap_relative'], None]]
     controls = [['matched random features: median shrink (median; 95th percentile)', [s['null_random_features_median_relative_shrink_median'], s['null_random_features_median_relative_shrink_p95']]],
@@ -129,8 +131,8 @@ def steering_data(res:dict, images:dict) -> dict:
                 ['oracle shift (target − source centroid): median shrink', s['oracle_median_relative_shrink']],
                 ['reverse pair (target → source): share closer', s['reverse_fraction_closer']],
                 *[[f'wrong target {t}: share closer to the target', w['fraction_closer_to_cd8']] for t, w in sorted(s['wrong_target'].items())]]
-    return {'moved': s['moved_features'], 'metrics': metrics, 'controls': controls, 'lambda_path': [s['lambda_max'], s['lambda'], s['lambda_min']],
-            'images': images}
+    return round_sig({'moved': s['moved_features'], 'metrics': metrics, 'controls': controls, 'lambda_path': [s['lambda_max'], s['lambda'], s['lambda_min']],
+                      'images': images})
 
 # %% ../nbs/08f_browser.ipynb #4fdff6f8
 def feature_file(f:int) -> str:
@@ -149,7 +151,8 @@ def write_browser(out, # the browser folder (created)
     images = {name: f'img/{name}.png' for name, key in STEERING_FIGURES.items() if key in figures}
     for name, path in images.items(): atomic_write(out/path, (figures_dir/figures[STEERING_FIGURES[name]]).read_bytes())
     atomic_write(out/'data/steering.js', js_data('steering', steering_data(res, images)))
-    for f in range(len(atlas.table)): atomic_write(out/feature_file(f), js_data(f'f/{f}', feature_data(atlas, f)))
+    (out/'data/f').mkdir(exist_ok=True)
+    for f in range(len(atlas.table)): (out/feature_file(f)).write_text(js_data(f'f/{f}', feature_data(atlas, f)))   # the folder is staged: no rename per file
     return out
 
 # %% ../nbs/08f_browser.ipynb #3db22d24

@@ -27,7 +27,7 @@ from .features import FEATURE_DEPS, feature_means, feature_stats, sae_fingerprin
 from .contrastive import plot_lasso_path
 from .latent import (SteeringConfig, latent_step, steering_options, seed_stability, group_centroids, plot_controls,
                                  plot_distance_scatter, plot_steering_umap)
-from .readout import layer_residuals
+from .readout import residual_at
 from .expression import ExpressionConfig, expression_step, score_steered, plot_topn_curves, plot_gap_scatter
 from .exprobj import ExprObjConfig, expression_objective_step
 from .single_feature import (SingleFeatureConfig, single_feature_step, top_cells, sweep_readouts, paired_de, top_de_genes,
@@ -217,7 +217,7 @@ def steer_alone(adata, model, sae, feature:int, cfg:SingleFeatureConfig=SingleFe
     "(steered cells, α key → `paired_de` table): `feature` alone scaled to each α in its most active cells (`obsm['X_cellsteer_fbar']`), unmasked readout, as in `single_feature_step`."
     values, depth = model_inputs(adata, model)
     idx = top_cells(adata.obsm[FBAR_KEY], feature, cfg.small_cells if small else cfg.n_cells)
-    res = layer_residuals(model, values[idx], depth[idx], sae.cfg.hook_layer, cfg.n_masks, cfg.seed)
+    with torch.inference_mode(): res = {'unmasked': residual_at(model.eval(), values[idx], depth[idx], sae.cfg.hook_layer).cpu().numpy()}   # the unmasked readout's input only
     base, steered = sweep_readouts(model, sae, res, feature, alphas, 'unmasked', sae.cfg.hook_layer)
     return idx, {f'{float(a):g}': paired_de(steered[i], base, adata.var_names) for i, a in enumerate(alphas)}
 

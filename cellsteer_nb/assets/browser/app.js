@@ -195,7 +195,8 @@ function featurePage() {
 // ---- the steering solution ----
 function steeringPage(s) {
   document.getElementById('title').innerHTML = `Steering <span class="src">${esc(META.source)}</span> cells toward <span class="tgt">${esc(META.target)}</span>`;
-  const val = v => Array.isArray(v) ? v.map(x => num(x, 4)).join(' / ') : num(v, 4);
+  const one = x => Number.isInteger(x) ? String(x) : (x !== 0 && Math.abs(x) < 1e-3 ? sci(x) : num(x, 4));
+  const val = v => Array.isArray(v) ? v.map(one).join(' / ') : one(v);
   const metrics = '<table><tr><th>held-out metric</th><th class="num">value</th><th class="num">95% CI</th></tr>' + s.metrics.map(([k, v, ci]) =>
     `<tr><td>${esc(k)}</td><td class="num">${val(v)}</td><td class="num">${ci ? '[' + ci.map(x => num(x, 4)).join(', ') + ']' : ''}</td></tr>`).join('') + '</table>';
   const controls = '<table><tr><th>control</th><th class="num">value</th></tr>' + s.controls.map(([k, v]) => `<tr><td>${esc(k)}</td><td class="num">${val(v)}</td></tr>`).join('') + '</table>';
@@ -205,7 +206,7 @@ function steeringPage(s) {
       <td class="genes">${esc(m.coexpression_top_genes.split(' ').slice(0, 5).join(' '))}</td><td>${esc(m.coexpression_term1 ?? '—')}</td></tr>`).join('') + '</table>';
   const img = (k, alt) => s.images[k] ? `<img class="figure" src="${s.images[k]}" alt="${alt}">` : '<p class="note">(figure not drawn in this run)</p>';
   document.getElementById('main').innerHTML = `<div class="grid">
-    ${panel('p-moved', `Moved features (${s.moved.length}), largest |α − 1| first`, moved, true)}
+    ${panel('p-moved', `Moved features (${s.moved.length}; |α − 1| &gt; ${META.moved_threshold}), α ascending`, moved, true)}
     ${panel('p-metrics', 'Held-out metrics', metrics)}
     ${panel('p-controls', 'Controls', controls)}
     ${panel('p-path', 'λ path', `<p class="note">λ_max ${num(s.lambda_path[0], 4)}, chosen λ ${num(s.lambda_path[1], 4)}, smallest λ ${num(s.lambda_path[2], 4)}</p>` + img('path', 'lambda path'), true)}
