@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # one BLAS/torch thread per parallel notebook worker (2 workers on 2 cores)
 THREADS = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 
-.PHONY: install test report notebooks pretrain sae sae-seed1 sae-wide expression-objective-full parity clean-cache upgrade-deps bench
+.PHONY: install test report lab notebooks pretrain sae sae-seed1 sae-wide expression-objective-full parity clean-cache upgrade-deps bench
 
 install: $(VENV)/.installed
 $(VENV)/.installed: settings.ini setup.py constraints.txt
@@ -28,9 +28,16 @@ test: install
 	$(THREADS) $(BIN)/nbdev_test --n_workers 2
 	$(THREADS) $(BIN)/pytest -q -n 2 --dist loadfile tests   # two workers, one test file each at a time
 
-# The report notebook alone: it computes every step (cached on disk by inputs, configuration and code) and writes reports/.
+# The report notebook alone: it computes every step (cached on disk by inputs, configuration and code) and writes reports/
+# (the feature browser in reports/browser/ included); then a screenshot of the browser in headless Chromium for the report and README.
 report: install
 	$(BIN)/python tools/run_notebooks.py
+	@if [ -x /usr/bin/chromium ]; then $(BIN)/python tools/browser_screenshots.py --reports reports; \
+	else echo "no /usr/bin/chromium (apt-get install chromium): the browser's screenshot in reports/figures/ was not retaken"; fi
+
+# JupyterLab on the notebooks (nbs/), on this machine only (127.0.0.1); it prints the address with its token. --allow-root: CI and containers run as root.
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=nbs --ip=127.0.0.1 --no-browser --allow-root
 
 # Every numbered notebook in order, full configuration (demonstrations and tests included; about half an hour cold).
 notebooks: install

@@ -63,7 +63,7 @@ def load_inputs(data, label_key:str, source:str, target:str, markers=(), checkpo
     from cellsteer_nb.data import load_h5ad, check_groups, align_to_panel, subsample_types, MIN_GROUP_CELLS
     from cellsteer_nb.model import load_checkpoint
     from cellsteer_nb.sae import DEFAULT_SAE, load_sae, sae_metadata
-    from cellsteer_nb.report import report_config
+    from cellsteer_nb.pipeline import report_config
     checkpoint, sae, layer = Path(checkpoint or DEFAULT_CHECKPOINT), Path(sae or DEFAULT_SAE), DEFAULT_LAYER if layer is None else layer
     device = check_device(device)
     if source == target: raise InputError(f"--source and --target are both '{source}': steering needs two different labels")
@@ -93,7 +93,9 @@ def run_report(data, label_key:str, source:str, target:str, out, markers=(), sma
     import json
     from cellsteer_nb.core import atomic_write, dumps_json, set_path, DEFAULT_CHECKPOINT
     from cellsteer_nb.pretrain import model_summary
-    from cellsteer_nb.report import analysis_results, render_report, staged_output
+    from cellsteer_nb.pipeline import analysis_results, staged_output
+    from cellsteer_nb.report import render_report
+    from cellsteer_nb.browser import write_browser
     from cellsteer_nb.sae import DEFAULT_SAE
     from cellsteer_nb.source import init_distributed
     out = check_out(out)
@@ -102,13 +104,14 @@ def run_report(data, label_key:str, source:str, target:str, out, markers=(), sma
     given_ckpt, given_sae = checkpoint is not None, sae is not None
     checkpoint, sae = checkpoint or DEFAULT_CHECKPOINT, sae or DEFAULT_SAE
     with staged_output(out) if rank == 0 else _scratch() as stage:
-        res, timings, figures = analysis_results(cfg, adata, model, sae_model, stage, checkpoint, extras=False, log=log)
+        res, timings, figures, atlas = analysis_results(cfg, adata, model, sae_model, stage, checkpoint, extras=False, log=log)
         res = {'model': model_summary(model, checkpoint, cfg['layer']), **res}
         res['data'].update(file=str(data), label_key=label_key, checkpoint=str(checkpoint) if given_ckpt else 'the embedded default model',
                            sae=str(sae) if given_sae else 'the committed default SAE', device=str(model.device))
         set_path(res, 'config', cfg)
         atomic_write(stage/'results.json', text := dumps_json(res))
         res = json.loads(text)   # the report shows exactly what the JSON holds
+        write_browser(stage/'browser', res, atlas, figures, stage)
         atomic_write(stage/'report.md', render_report(res, figures))
         atomic_write(stage/'timings.json', dumps_json(timings))
         adata.write_h5ad(stage/'cellsteer.h5ad')
@@ -194,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help='steer SOURCE cells toward TARGET cells of your .h5ad and write the report',
                        description='Embed the cells at the hooked layer, annotate the SAE features with GO terms, steer SOURCE toward TARGET by scaling SAE '
                                    'features (with its controls), evaluate in expression space, and write report.md, results.json, figures/, features.csv, '
-                                   'steering_alpha.csv and cellsteer.h5ad to OUT (all or nothing).')
+                                   'steering_alpha.csv, cellsteer.h5ad and the feature browser browser/ to OUT (all or nothing).')
     r.add_argument('--data', required=True, metavar='H5AD', help='AnnData file with log-normalised (or raw count) expression, gene symbols as var_names')
     r.add_argument('--label-key', required=True, metavar='KEY', help='obs column holding the cell labels')
     r.add_argument('--source', required=True, metavar='LABEL', help='label of the cells to steer')
@@ -267,7 +270,7 @@ def _report(args, log) -> list:
                      args.layer, args.seed, log, args.device)
     from cellsteer_nb.source import rank_world
     if rank_world()[0] != 0: return []
-    return summary_lines(res) + [f'cellsteer: wrote {Path(args.out)}/report.md, results.json, figures/, features.csv, steering_alpha.csv, cellsteer.h5ad']
+    return summary_lines(res) + [f'cellsteer: wrote {Path(args.out)}/report.md, results.json, figures/, features.csv, steering_alpha.csv, cellsteer.h5ad, browser/index.html']
 
 def _sae(args, log) -> list:
     "`cellsteer sae`: train and write the SAE; the lines to print (rank 0 only, under torchrun)."

@@ -44,6 +44,8 @@ def test_untuned_pair_runs_and_writes_everything(first_run):
     assert res['config']['wrong_targets'] == ['CD19+ B', 'CD4+/CD25 T Reg', 'CD8+ Cytotoxic T']
     for k in ('probe', 'sae', 'go', 'steering', 'expression'): assert k in res, k
     for f in ('report.md', 'features.csv', 'steering_alpha.csv', 'timings.json', 'figures/steering_umap.png', 'figures/expression_topn.png'): assert (out/f).exists(), f
+    for f in ('browser/index.html', 'browser/feature.html', 'browser/steering.html', 'browser/data/index.js', 'browser/img/umap.png'): assert (out/f).exists(), f
+    assert len(list((out/'browser/data/f').iterdir())) == res['sae']['n_features']   # every feature has its page's data
     md = (out/'report.md').read_text()
     assert md.startswith('# Steering CD14+ Monocyte cells toward Dendritic') and 'CD8-relevant' not in md
     a = ad.read_h5ad(out/'cellsteer.h5ad')
@@ -58,7 +60,8 @@ def test_two_runs_give_identical_results(first_run, work):
     out, _ = first_run
     r = _run(['--data', str(d/'pbmc.h5ad'), *PAIR, '--small', '--quiet', '--out', str(d/'b')], env)
     assert r.returncode == 0, r.stderr
-    for f in ('results.json', 'report.md', 'steering_alpha.csv', 'features.csv'): assert (out/f).read_bytes() == (d/'b'/f).read_bytes(), f
+    for f in ('results.json', 'report.md', 'steering_alpha.csv', 'features.csv', 'browser/data/index.js', 'browser/data/f/00000.js'):
+        assert (out/f).read_bytes() == (d/'b'/f).read_bytes(), f
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device (run where one is lent)')

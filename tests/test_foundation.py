@@ -9,7 +9,7 @@ from cellsteer_nb.core import DEFAULT_CHECKPOINT
 from cellsteer_nb.data import load_pbmc68k
 from cellsteer_nb.model import load_checkpoint, WEIGHTS_FILE
 from cellsteer_nb.reference import BARS, close_enough
-from cellsteer_nb.report import foundation_results, probe_results, report_config
+from cellsteer_nb.pipeline import foundation_results, probe_results, report_config
 from cellsteer_nb.model import model_inputs
 from cellsteer_nb.sae import DEFAULT_SAE, load_sae, sae_metadata, sae_step
 from cellsteer_nb.annotate import annotation_step
