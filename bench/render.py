@@ -474,7 +474,7 @@ def stream_section(S: dict) -> list:
         r, big = rs['ratio_largest_over_1x_above_baseline'], rs['largest']
         L += ['', 'Largest over 1×, above the baseline: ' + ', '.join(f"{w} ({big[w]}×) {f(v)}×" for w, v in r.items()) + ' (target at 16×: within 10%, i.e. ≤ 1.10).', '']
     if dd:
-        L += [f"**Two gloo processes against one** ({dd['steps']} steps of {dd['batch_tokens']:,} tokens, every gene token of each cell, alternately twice; "
+        L += [f"**Two gloo processes against one** ({dd['steps']} steps of {dd['batch_tokens']:,} tokens, every gene token of each cell, alternately three times; "
               f"load average {f(dd['loadavg'], 1)} when measured): tokens/s " + ', '.join(f"{k.replace('_', ' ')}: {f(v['tokens_per_s'], 0)}" for k, v in dd['runs'].items()) + '.', '',
               'Time split per rank (seconds: reading cells / model forward / SAE step, of which gradient all-reduce):', '']
         rows = [[k.replace('_', ' '), str(i)] + [f(rk[c], 1) for c in ('wall_s', 'read_s', 'forward_s', 'step_s', 'allreduce_s')]

@@ -21,7 +21,7 @@ from .core import atomic_write, DEFAULT_LAYER, DEFAULT_CHECKPOINT, ASSETS, StepR
 from .model import checkpoint_hash, model_inputs
 from .hooks import edit_layer
 from .store import ActivationStore, activation_store_for
-from .source import rank_world, all_sum, all_max
+from .source import rank_world, all_sum
 
 # %% ../nbs/04b_sae.ipynb #20664d9a
 SAE_CFG_FILENAME, SAE_WEIGHTS_FILENAME = 'cfg.json', 'sae_weights.safetensors'
@@ -150,10 +150,15 @@ def fvu(x, x_hat) -> float:
     return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
 
 # %% ../nbs/04b_sae.ipynb #f3313d35
+def _count_mean(x) -> tuple:
+    "(number of rows, their mean) over all ranks, in one all-reduce."
+    head = all_sum(torch.cat([x.new_tensor([float(len(x))]), x.sum(0)]))
+    return head[0], head[1:] / head[0]
+
 def _centred_ss(x) -> torch.Tensor:
     "Sum over all ranks' rows of ||x - mean||², the mean taken over all ranks' rows too."
-    n = all_sum(x.new_tensor(float(len(x))))
-    return all_sum((x - all_sum(x.sum(0)) / n).pow(2).sum())
+    n, mean = _count_mean(x)
+    return all_sum((x - mean).pow(2).sum())
 
 # %% ../nbs/04b_sae.ipynb #c0dea20f
 class SAETrainer:
@@ -204,8 +209,7 @@ class SAETrainer:
     def step(self, x) -> dict:
         "One optimisation step on this rank's batch (with the other ranks' batches, if any); returns the step's metrics over all of them."
         sae = self.sae
-        n = all_sum(x.new_tensor(float(len(x))))
-        mean = all_sum(x.sum(0)) / n                               # x.mean(0) in one process
+        n, mean = _count_mean(x)                                   # x.mean(0) in one process
         var = all_sum((x - mean).pow(2).sum(-1).sum()) / n         # (x - x.mean(0)).pow(2).sum(-1).mean() in one process
         if self.sparse:   # codes as (vals, idx); `pre` without gradient (AuxK reselects from it)
             vals, idx, pre = sae.encode_topk(x)
@@ -225,10 +229,11 @@ class SAETrainer:
             G -= (G * W).sum(1, keepdim=True) * W
         if self.grad_clip: torch.nn.utils.clip_grad_norm_(sae.parameters(), self.grad_clip)
         self.opt.step(); sae.normalize_decoder()
-        hit = torch.zeros(sae.cfg.d_sae, dtype=torch.uint8); hit[fired.cpu()] = 1
-        self.tokens_since_fired += int(n); self.tokens_since_fired[all_max(hit).bool()] = 0
-        with torch.no_grad(): sse, sst = all_sum((x - x_hat).pow(2).sum()), all_sum((x - mean).pow(2).sum())
-        return {'fvu': (sse / sst).item(), 'aux': all_sum(aux.detach()).item(), 'l0': float(all_sum(on.sum(-1).float().sum()) / n),
+        hit = x.new_zeros(sae.cfg.d_sae); hit[fired.to(hit.device)] = 1
+        with torch.no_grad():   # the step's metrics and the features that fired, over all ranks, in one all-reduce
+            tot = all_sum(torch.cat([torch.stack([(x - x_hat).pow(2).sum(), (x - mean).pow(2).sum(), aux.detach(), on.sum(-1).float().sum().to(x.dtype)]), hit]))
+        self.tokens_since_fired += int(n); self.tokens_since_fired[(tot[4:] > 0).cpu()] = 0
+        return {'fvu': (tot[0] / tot[1]).item(), 'aux': tot[2].item(), 'l0': float(tot[3] / n),
                 'dead_frac': float((self.tokens_since_fired >= sae.cfg.dead_after_tokens).float().mean())}
 
     def fit(self, batches, n_steps:int, log_every:int=50, progress:bool=True, on_step=None) -> list:
