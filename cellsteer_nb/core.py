@@ -167,11 +167,13 @@ def _umask():
     mask = os.umask(0); os.umask(mask); return mask
 
 def atomic_write(path, data) -> Path:
-    "Write `data` (str or bytes) to `path` through a temporary file and a rename."
+    "Write `data` (str, bytes, or a function writing to a binary file object) to `path` through a temporary file and a rename."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.')
     try:
-        with os.fdopen(fd, 'wb') as f: f.write(data.encode() if isinstance(data, str) else data)
+        with os.fdopen(fd, 'wb') as f:
+            if callable(data): data(f)
+            else: f.write(data.encode() if isinstance(data, str) else data)
         os.chmod(tmp, 0o666 & ~_umask()); os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise
@@ -228,7 +230,7 @@ def cached_arrays(step:str, key:str, compute) -> dict:
     if entry_ok(folder, key):
         with np.load(folder/'arrays.npz', allow_pickle=False) as z: return {k: z[k] for k in z.files}
     out = compute()
-    buf = io.BytesIO(); np.savez(buf, **out); atomic_write(folder/'arrays.npz', buf.getvalue())
+    atomic_write(folder/'arrays.npz', lambda f: np.savez(f, **out))   # streamed to the file: no in-memory copy of the arrays
     seal_entry(folder, key, ['arrays.npz'])
     return out
 

@@ -12,8 +12,8 @@ __all__ = ['DE_KEY', 'STEERED_LAYER', 'DE_ALPHA', 'GAP_FLOOR', 'HEADLINE_MIN_COR
 from dataclasses import dataclass, field
 import numpy as np, pandas as pd
 from .core import CELL_TYPE_KEY, SOURCE, TARGET, StepResult, cache_key, cached_object, dense, model_fingerprint, label_points
-from .model import model_inputs
-from .readout import READOUTS, layer_residuals, readout
+from .readout import READOUTS, cell_residuals, readout
+from .source import source_for
 
 # %% ../nbs/08b_expression.ipynb #93e8db76
 DE_KEY = 'cellsteer_de'           # .uns key of the reference DE (and of the steered-vs-unsteered DE)
@@ -150,7 +150,7 @@ EXPRESSION_DEPS = ('model', 'hooks', 'sae', 'readout', 'steer', 'expression')
 def expression_step(adata, model, sae, latent, cfg:ExpressionConfig=ExpressionConfig(), key_added:str=DE_KEY) -> ExpressionResult:
     "Score `latent` (a `latent.LatentResult`: cross-fitted α per source cell) in expression space under both readouts; writes `.uns[key_added]` and `.layers['cellsteer_steered']`."
     de = reference_de(adata, cfg.source, cfg.target, key_added)
-    key = cache_key('expression', latent.key, dense(adata.X), adata.obs[CELL_TYPE_KEY].astype(str).to_numpy(), model_fingerprint(model),
+    key = cache_key('expression', latent.key, source_for(adata, model).fingerprint(), adata.obs[CELL_TYPE_KEY].astype(str).to_numpy(), model_fingerprint(model),
                     model_fingerprint(sae, sae.cfg), cfg, deps=EXPRESSION_DEPS)
     res = cached_object('expression', key, lambda: _expression(adata, model, sae, latent, de, cfg))
     layer = np.full(adata.shape, np.nan, np.float32); layer[res.source_cells] = res.steered[res.expression['headline_readout']]
@@ -165,15 +165,15 @@ def _expression(adata, model, sae, latent, de, cfg) -> ExpressionResult:
     src = np.flatnonzero(labels == cfg.source)
     tgt = np.flatnonzero(labels == cfg.target)
     tgt = np.sort(np.random.default_rng(cfg.seed).choice(tgt, min(cfg.n_target, len(tgt)), replace=False))
-    (vs, ds), (vt, dt) = model_inputs(adata[src], model), model_inputs(adata[tgt], model)
-    res_s, res_t = (layer_residuals(model, v, d, sae.cfg.hook_layer, cfg.n_masks, cfg.seed) for v, d in ((vs, ds), (vt, dt)))
+    res_s, res_t = (cell_residuals(model, adata, c, sae.cfg.hook_layer, cfg.n_masks, cfg.seed) for c in (src, tgt))
+    x_src = source_for(adata, model).inputs(src).values.numpy()   # the source cells' model inputs (log1p CP10k on the panel)
     alpha_cells = 1 + latent.fit.cv.heldout_beta()
     null_betas = latent.controls['random_features_heldout_beta'][:cfg.n_null]
     out, tables, curves, steered, unsteered, tmean = {}, {}, {}, {}, {}, {}
     for kind in READOUTS:
         y_src, y_tgt = readout(model, res_s, kind), readout(model, res_t, kind)
         y_steer = readout(model, res_s, kind, sae, alpha_cells)
-        m, t, curve = score_readout(de, y_src, y_tgt, y_steer, vs.numpy(), cfg.markers, cfg.n_boot, cfg.seed)
+        m, t, curve = score_readout(de, y_src, y_tgt, y_steer, x_src, cfg.markers, cfg.n_boot, cfg.seed)
         nulls = [direction_shares(gap_table(de, y_src.mean(0), y_tgt.mean(0), readout(model, res_s, kind, sae, 1 + b).mean(0))) for b in null_betas]
         for s in ('up', 'down'):
             v = [n[f'{s}_correct_share'] for n in nulls if n[f'{s}_correct_share'] is not None]

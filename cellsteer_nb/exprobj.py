@@ -15,9 +15,9 @@ import numpy as np, torch
 from .core import DEFAULT_LAYER, SOURCE, TARGET, StepResult, batches, cache_key, cached_arrays, model_fingerprint
 from .contrastive import LassoTerms, fold_ids, solve_lasso, MOVED
 from .latent import moved_set, jaccard, steering_inputs
-from .readout import READOUTS, run_readout, layer_residuals
+from .readout import READOUTS, run_readout, cell_residuals
 from .steer import embedding_shift
-from .model import model_inputs
+from .source import source_for
 from .features import sae_fingerprint
 
 # %% ../nbs/08d_expression_objective.ipynb #43c00c1f
@@ -333,11 +333,10 @@ def expression_objective_step(adata, model, sae, genes, latent_alpha, lambda_rel
     model.eval(); sae.requires_grad_(False)
     labels, Z, F, W, cen, _ = steering_inputs(adata, sae.W_dec.detach().cpu().numpy())
     src, tgt = labels == source, labels == target
-    (vs, ds), (vt, dt) = model_inputs(adata[src], model), model_inputs(adata[tgt], model)
-    res_s, res_t = (layer_residuals(model, v, d, sae.cfg.hook_layer, cfg.n_masks, cfg.seed) for v, d in ((vs, ds), (vt, dt)))
+    res_s, res_t = (cell_residuals(model, adata, np.flatnonzero(c), sae.cfg.hook_layer, cfg.n_masks, cfg.seed) for c in (src, tgt))
     folds = fold_ids(int(src.sum()), cfg.n_folds, cfg.seed)
     genes, latent_beta = np.asarray(genes), np.asarray(latent_alpha, np.float64) - 1
-    key = cache_key('exprobj', vs.numpy(), ds.numpy(), vt.numpy(), dt.numpy(), model_fingerprint(model), sae_fingerprint(sae), genes,
+    key = cache_key('exprobj', source_for(adata, model).fingerprint(), src, tgt, model_fingerprint(model), sae_fingerprint(sae), genes,
                     latent_beta, float(lambda_rel), cfg, deps=EXPROBJ_DEPS)
     a = cached_arrays('exprobj', key, lambda: _fit_all(model, sae, res_s, res_t, genes, latent_beta, lambda_rel, folds, cfg))
     Zs, Fs, mu_t = Z[src], F[src], cen[target]

@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import json, numpy as np, pandas as pd, torch
-from .core import (pid_alive, atomic_write, save_figure, cache_key, cached_arrays, cached_object, dense, model_fingerprint, DEFAULT_CHECKPOINT,
+from .core import (pid_alive, atomic_write, save_figure, cache_key, cached_arrays, cached_object, model_fingerprint, DEFAULT_CHECKPOINT,
                                DEFAULT_LAYER, EMBED_KEY, FBAR_KEY, CELL_TYPE_KEY, SOURCE, TARGET)
 from .data import load_pbmc68k, subsample_types, align_to_panel, check_groups
 from .model import load_checkpoint, model_inputs
 from .pretrain import model_step, probe_step
 from .hooks import embed_cells, umap_coords, plot_embedding
-from .source import CellSource, source_for, rank_world, all_sum
+from .source import CellSource, source_for, gather_cells, rank_world, all_sum
 from .sae import DEFAULT_SAE, load_sae, sae_metadata, sae_step, plot_sae_history
 from .annotate import RULES, annotation_step, expressed_genes, plot_feature_genes, plot_share_by_size
 from .features import FEATURE_DEPS, feature_means, feature_stats, sae_fingerprint
@@ -218,9 +218,9 @@ def effect_genes(de:dict, # α key ('2', '-2') → `paired_de` table of the stee
 # %% ../nbs/08e_pipeline.ipynb #33398682
 def steer_alone(adata, model, sae, feature:int, cfg:SingleFeatureConfig=SingleFeatureConfig(), small:bool=False, alphas=EFFECT_ALPHAS) -> tuple:
     "(steered cells, α key → `paired_de` table): `feature` alone scaled to each α in its most active cells (`obsm['X_cellsteer_fbar']`), unmasked readout, as in `single_feature_step`."
-    values, depth = model_inputs(adata, model)
     idx = top_cells(adata.obsm[FBAR_KEY], feature, cfg.small_cells if small else cfg.n_cells)
-    with torch.inference_mode(): res = {'unmasked': residual_at(model.eval(), values[idx], depth[idx], sae.cfg.hook_layer).cpu().numpy()}   # the unmasked readout's input only
+    at_layer = lambda b: residual_at(model.eval(), b.values, b.depth, sae.cfg.hook_layer)
+    with torch.inference_mode(): res = {'unmasked': gather_cells(source_for(adata, model), at_layer, cells=idx).numpy()}   # the unmasked readout's input only
     base, steered = sweep_readouts(model, sae, res, feature, alphas, 'unmasked', sae.cfg.hook_layer)
     return idx, {f'{float(a):g}': paired_de(steered[i], base, adata.var_names) for i, a in enumerate(alphas)}
 
@@ -232,7 +232,7 @@ def feature_effects(adata, model, sae, features, # the features to describe (e.g
     done = {} if sf is None else {f: (len(sf.cells[f]), {f'{a:g}': sf.signatures[f]['unmasked']['de'][f'{a:g}'] for a in EFFECT_ALPHAS})
                                   for f in sf.signatures}
     todo = sorted({int(f) for f in features} - set(done))
-    key = cache_key('feature-effects', dense(adata.X), list(adata.var_names), np.asarray(adata.obsm[FBAR_KEY]), model_fingerprint(model),
+    key = cache_key('feature-effects', source_for(adata, model).fingerprint(), list(adata.var_names), np.asarray(adata.obsm[FBAR_KEY]), model_fingerprint(model),
                     sae_fingerprint(sae), todo, small, n_genes, deps=('model', 'hooks', 'sae', 'features', 'readout', 'steer', 'single_feature', 'pipeline'))
     def compute():
         ran = {}

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['READOUTS', 'READOUT_DEPS', 'complementary_masks', 'residual_at', 'run_from', 'masked_values', 'layer_residuals',
-           'masked_context', 'run_readout', 'readout']
+           'cell_residuals', 'masked_context', 'run_readout', 'readout']
 
 # %% ../nbs/08_readout.ipynb #6beacd5c
 import numpy as np, torch
@@ -12,6 +12,7 @@ from .core import DEFAULT_LAYER, batches, cache_key, cached_arrays, model_finger
 from .hooks import _check_layer
 from .model import CellFoundation
 from .sae import TopKSAE
+from .source import gather_cells, source_for
 from .steer import as_alpha, add_scaled_features
 
 # %% ../nbs/08_readout.ipynb #81f23919
@@ -50,18 +51,33 @@ def masked_values(values:torch.Tensor, mask:np.ndarray, mask_value:float) -> tor
     return out
 
 # %% ../nbs/08_readout.ipynb #add8ac2d
-@torch.inference_mode()
-def _residuals(model, values, depth, layer, masks, batch_size) -> dict:
-    inputs = [values] + [masked_values(values, m, model.config.mask_token_id) for m in masks]
-    res = [torch.cat([residual_at(model, v[s], depth[s], layer).cpu() for s in batches(len(v), batch_size, None)]).numpy() for v in inputs]
-    return {'unmasked': res[0], 'masked': np.stack(res[1:]), 'masks': masks}
+def _residuals(model, run, masks) -> dict:
+    "The residual dict from `run(transform)`, which returns every cell's residual of its transformed input values."
+    run_np = lambda f: run(f).cpu().numpy()
+    with torch.inference_mode():
+        unmasked = run_np(lambda v: v)
+        masked = np.stack([run_np(lambda v, m=m: masked_values(v, m, model.config.mask_token_id)) for m in masks])
+    return {'unmasked': unmasked, 'masked': masked, 'masks': masks}
 
 def layer_residuals(model:CellFoundation, values:torch.Tensor, depth:torch.Tensor, layer:int=DEFAULT_LAYER, n_masks:int=4,
                     seed:int=0, batch_size:int=32) -> dict:
-    "{'unmasked': `(cells, n + 2, d)`, 'masked': `(M, cells, n + 2, d)`, 'masks': `(M, n)`} float32 residuals after `encoder.layer[layer]`, cached."
+    "{'unmasked': `(cells, n + 2, d)`, 'masked': `(M, cells, n + 2, d)`, 'masks': `(M, n)`} float32 residuals after `encoder.layer[layer]` of model inputs already in memory, cached."
     masks = complementary_masks(values.shape[1], n_masks, seed)
     key = cache_key('residuals', values.numpy(), depth.numpy(), model_fingerprint(model), layer, masks, deps=READOUT_DEPS)
-    return cached_arrays('residuals', key, lambda: _residuals(model.eval(), values, depth, layer, masks, batch_size))
+    dev = model.device
+    run = lambda f: torch.cat([residual_at(model, f(values[s]).to(dev), depth[s].to(dev), layer).cpu() for s in batches(len(values), batch_size)])
+    return cached_arrays('residuals', key, lambda: _residuals(model.eval(), run, masks))
+
+def cell_residuals(model:CellFoundation, adata, cells=None, layer:int=DEFAULT_LAYER, n_masks:int=4, seed:int=0, batch_size:int=32) -> dict:
+    """`layer_residuals` of the cells `cells` (row numbers, default all; rows in that order) of `adata` (in memory or backed),
+    read batch by batch through its `CellSource`, sharded over ranks under torchrun; cached under the source's fingerprint."""
+    source = source_for(adata, model)
+    cells = np.arange(source.n_cells) if cells is None else np.asarray(cells, dtype=np.int64)
+    masks = complementary_masks(len(source.genes), n_masks, seed)
+    key = cache_key('cell-residuals', source.fingerprint(), cells, model_fingerprint(model), layer, masks, deps=READOUT_DEPS + ('source',))
+    dev = model.device
+    run = lambda f: gather_cells(source, lambda b: residual_at(model, f(b.values).to(dev), b.depth.to(dev), layer), batch_size, cells=cells)
+    return cached_arrays('residuals', key, lambda: _residuals(model.eval(), run, masks))
 
 # %% ../nbs/08_readout.ipynb #8b63043b
 def masked_context(ys:list, masks) -> torch.Tensor:

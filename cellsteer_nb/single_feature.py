@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 import numpy as np, pandas as pd, torch
 from scipy.stats import ttest_rel
-from .core import DEFAULT_LAYER, CELL_TYPE_KEY, StepResult, cache_key, cached_object, dense, model_fingerprint, label_points
+from .core import DEFAULT_LAYER, CELL_TYPE_KEY, StepResult, cache_key, cached_object, model_fingerprint, label_points
 from .go import go_enrichment
 from .annotate import RULES, GOContext, go_context, expressed_genes
 from .features import feature_stats
-from .model import model_inputs
-from .readout import layer_residuals, readout
+from .readout import cell_residuals, readout
+from .source import source_for
 
 # %% ../nbs/08c_single_feature.ipynb #710da9ce
 PROGRAMS = {
@@ -92,7 +92,7 @@ def single_alpha(d_sae:int, feature:int, a:float) -> np.ndarray:
     return alpha
 
 # %% ../nbs/08c_single_feature.ipynb #c1f3f39a
-def sweep_readouts(model, sae, res:dict, # from `readout.layer_residuals` for the steered cells
+def sweep_readouts(model, sae, res:dict, # from `readout.cell_residuals` / `layer_residuals` for the steered cells
                    feature:int, alphas, kind:str='unmasked', layer:int=DEFAULT_LAYER) -> tuple:
     "(unsteered `(cells, genes)`, steered `(len(alphas), cells, genes)`) readouts, `kind` 'unmasked' or 'masked', steering only `feature`."
     base = readout(model, res, kind, layer=layer)
@@ -235,7 +235,7 @@ def single_feature_step(adata, # cells to steer from, aligned to the model's pan
                         model, sae, features:pd.DataFrame, # the feature table (`reports/features.csv`)
                         cfg:SingleFeatureConfig=SingleFeatureConfig(), small:bool=False) -> SingleFeatureResult:
     "Pick one feature per program, steer it alone over `cfg.alphas` in its most active cells, and summarise DE, GO terms and dose-response (cached on disk)."
-    key = cache_key('single-feature', dense(adata.X), adata.obs[CELL_TYPE_KEY].astype(str).to_numpy(), list(adata.var_names), model_fingerprint(model),
+    key = cache_key('single-feature', source_for(adata, model).fingerprint(), adata.obs[CELL_TYPE_KEY].astype(str).to_numpy(), list(adata.var_names), model_fingerprint(model),
                     model_fingerprint(sae, sae.cfg), features, cfg, small,
                     deps=('model', 'hooks', 'sae', 'features', 'readout', 'steer', 'single_feature', 'go', 'annotate'))
     return cached_object('single_feature', key, lambda: _single_feature(adata, model, sae, features, cfg, small))
@@ -245,7 +245,6 @@ def _single_feature(adata, model, sae, features, cfg, small) -> SingleFeatureRes
     genes = list(adata.var_names)
     picks = pick_program_features(features, PROGRAMS, cfg.rule, genes)
     go = go_context(genes); expressed = expressed_genes(adata)
-    values, depth = model_inputs(adata, model)
     fbar = feature_stats(model, sae, adata)['cell_mean']
     secs['setup'] = time.perf_counter() - t0
     n = cfg.small_cells if small else cfg.n_cells
@@ -253,7 +252,7 @@ def _single_feature(adata, model, sae, features, cfg, small) -> SingleFeatureRes
     for pick in picks.itertuples():
         f = int(pick.feature); t1 = time.perf_counter()
         idx = top_cells(fbar, f, n); cells[f] = idx
-        res = layer_residuals(model, values[idx], depth[idx], sae.cfg.hook_layer, cfg.n_masks, cfg.seed)
+        res = cell_residuals(model, adata, idx, sae.cfg.hook_layer, cfg.n_masks, cfg.seed)
         secs[f'residuals_{f}'] = time.perf_counter() - t1; t1 = time.perf_counter()
         base, steered = sweep_readouts(model, sae, res, f, cfg.alphas, 'unmasked', sae.cfg.hook_layer)
         secs[f'unmasked_{f}'] = time.perf_counter() - t1; t1 = time.perf_counter()
