@@ -77,9 +77,11 @@ def final_layer_objective(z_target:np.ndarray) -> Objective:
 
 # %% ../nbs/08d_expression_objective.ipynb #d940c400
 def objective_gradients(model, sae, res:dict, train, objs:list, O_train:list, cells=None, kind:str='unmasked', layer:int=DEFAULT_LAYER,
-                        batch_size:int=16) -> np.ndarray:
+                        batch_size:int=2) -> np.ndarray:
     """`(len(objs), p)`: gradient in beta at α = 1 of each objective over the training cells `train` (indices into `res`) whose
-    unsteered outputs are `O_train`, by VJPs through the cells at positions `cells` of `train` (default all; a subsample is rescaled)."""
+    unsteered outputs are `O_train`, by VJPs through the cells at positions `cells` of `train` (default all; a subsample is rescaled).
+    `batch_size` cells per backward pass: it holds every attention map of the blocks after the hook for each steered pass
+    (≈ 225 MB a cell for the masked-context readout's 4 passes on the bundled panel), so the batch stays small."""
     train = np.asarray(train); cells = np.arange(len(train)) if cells is None else np.asarray(cells)
     cots = [torch.as_tensor(cotangents(O, o.target, o.weights, o.form) * len(O), dtype=torch.float32) for o, O in zip(objs, O_train)]
     p, what = sae.cfg.d_sae, tuple(sorted({o.what for o in objs}))

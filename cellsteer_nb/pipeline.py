@@ -17,11 +17,12 @@ import json, numpy as np, pandas as pd, torch
 from .core import (pid_alive, atomic_write, save_figure, cache_key, cached_arrays, cached_object, model_fingerprint, DEFAULT_CHECKPOINT,
                                DEFAULT_LAYER, EMBED_KEY, FBAR_KEY, CELL_TYPE_KEY, SOURCE, TARGET)
 from .data import load_pbmc68k, subsample_types, align_to_panel, check_groups
-from .model import load_checkpoint, model_inputs
+from .model import load_checkpoint
 from .pretrain import model_step, probe_step
 from .hooks import embed_cells, umap_coords, plot_embedding
 from .source import CellSource, source_for, gather_cells, rank_world, all_sum
-from .sae import DEFAULT_SAE, load_sae, sae_metadata, sae_step, plot_sae_history
+from .sae import DEFAULT_SAE, load_sae, sae_metadata, plot_sae_history
+from .stream import sae_step
 from .annotate import RULES, annotation_step, expressed_genes, plot_feature_genes, plot_share_by_size
 from .features import FEATURE_DEPS, feature_means, feature_stats, sae_fingerprint
 from .contrastive import plot_lasso_path
@@ -291,7 +292,7 @@ def analysis_results(cfg:dict, adata, model, sae, out:Path, checkpoint=DEFAULT_C
     say = (lambda i: log(f'[{i + 1}/{len(steps)}] {steps[i]}')) if log else (lambda i: None)
     t0 = time.perf_counter()
     say(0); res = probe_results(cfg, adata, model)
-    say(1); quality = sae_step(model, sae, *model_inputs(adata, model), seed=cfg['seed'], timing_steps=cfg['sae_timing_steps'])
+    say(1); quality = sae_step(model, sae, adata, seed=cfg['seed'], timing_steps=cfg['sae_timing_steps'])
     say(2); ann = annotation_step(adata, model, sae, groups=(cfg['source'], cfg['target']))
     res['sae'] = {**quality.to_json(), **ann.to_json()}
     timings = {'sae_tokens_per_s': quality.tokens_per_s, 'go_enrichment_s': ann.seconds}

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['SAE_CFG_FILENAME', 'SAE_WEIGHTS_FILENAME', 'SAELENS_FORMAT', 'DEFAULT_SAE', 'LEGACY_SAE_RECIPE', 'SAE_DEPS',
-           'SAEConfig', 'topk_relu', 'TopKSAE', 'fvu', 'SAETrainer', 'save_sae', 'load_sae', 'sae_quality',
-           'gene_mean_acts', 'spliced_loss', 'SAETrainConfig', 'committed_sae_recipe', 'sae_trainer_for', 'train_sae',
-           'heldout_quality', 'fit_sae', 'sae_metadata', 'train_default_sae', 'plot_sae_history', 'SAEQuality',
-           'sae_step']
+           'SAEConfig', 'topk_relu', 'TopKSAE', 'fvu', 'SAETrainer', 'save_sae', 'load_sae', 'stored_tokens',
+           'sae_quality', 'gene_mean_acts', 'spliced_loss', 'SAETrainConfig', 'committed_sae_recipe', 'sae_trainer_for',
+           'train_sae', 'heldout_quality', 'fit_sae', 'sae_metadata', 'train_default_sae', 'plot_sae_history',
+           'SAEQuality']
 
 # %% ../nbs/04b_sae.ipynb #74ca59bb
 import json, time
@@ -281,30 +281,41 @@ def load_sae(path, expect:dict|None=None) -> TopKSAE:
     return sae
 
 # %% ../nbs/04b_sae.ipynb #01fe4bd8
+def stored_tokens(store:ActivationStore, cells):
+    "Each of `cells`' gene-token activations `(n_genes, d)` from an activation store, in order: the `cell_tokens` input of `sae_quality` and `gene_mean_acts`."
+    return (store.cell_tokens(int(c)) for c in cells)
+
 @torch.no_grad()
-def sae_quality(sae:TopKSAE, store:ActivationStore, cells) -> dict:
-    """FVU, L0 and dead share of `sae` on all gene tokens of `cells` (streamed cell by cell).
+def sae_quality(sae:TopKSAE, cell_tokens, n_genes:int, reduce=None) -> dict:
+    """FVU, L0, dead share and number of tokens of `sae` on every gene token of the cells of `cell_tokens` (an iterable of each
+    cell's `(n_genes, d)` activations: `stored_tokens`, or `stream.model_tokens` from the model on the fly), streamed cell by cell;
+    `reduce` (`source.all_sum`) sums the accumulators over ranks when each rank iterates its own cells.
 
     `fvu` uses the usual total variance around the global token mean; `fvu_within_gene` measures the error against
     the cell-to-cell variance only (around each gene's mean), since the per-gene position embedding alone explains most
     of the total variance of a gene-token residual stream."""
-    sse = sxx = l0 = 0.0
-    sx_gene = torch.zeros(store.n_genes, store.d, dtype=torch.float64)
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
-    for c in cells:
-        x = torch.from_numpy(store.cell_tokens(int(c)))
-        x_hat, f = (t.cpu() for t in sae(x))
-        sse += (x - x_hat).double().pow(2).sum().item(); sx_gene += x.double(); sxx += x.double().pow(2).sum().item()
-        l0 += (f > 0).sum().item(); fired |= (f > 0).any(0)
-    n_cells = len(cells); n = n_cells * store.n_genes
+    sums = torch.zeros(4, dtype=torch.float64)   # squared error, sum of x², active features, cells
+    sx_gene = torch.zeros(n_genes, sae.cfg.d_in, dtype=torch.float64)
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
+    for x in cell_tokens:
+        x = torch.as_tensor(x).to(sae.b_dec.dtype)
+        x_hat, f = (t.cpu() for t in sae(x.to(sae.b_dec.device)))
+        sums += torch.tensor([(x - x_hat).double().pow(2).sum().item(), x.double().pow(2).sum().item(), (f > 0).sum().item(), 1.0], dtype=torch.float64)
+        sx_gene += x.double(); fired += (f > 0).any(0)
+    if reduce is not None: reduce(sums); reduce(sx_gene); reduce(fired)
+    sse, sxx, active, n_cells = sums.tolist()
+    n = n_cells * n_genes
     sst = sxx - (sx_gene.sum(0).pow(2).sum() / n).item()
     sst_within = sxx - (sx_gene.pow(2).sum() / n_cells).item()
-    return {'fvu': sse / sst, 'fvu_within_gene': sse / sst_within, 'l0': l0 / n, 'dead_frac': 1 - fired.float().mean().item()}
+    return {'fvu': sse / sst, 'fvu_within_gene': sse / sst_within, 'l0': active / n, 'dead_frac': 1 - (fired > 0).double().mean().item(), 'n_tokens': int(n)}
 
 # %% ../nbs/04b_sae.ipynb #77fc573f
-def gene_mean_acts(store:ActivationStore, cells) -> torch.Tensor:
-    "Mean layer residual per gene token over `cells`, `(n_genes, d)`."
-    return torch.from_numpy(np.mean([store.cell_tokens(int(c)) for c in cells], axis=0))
+def gene_mean_acts(cell_tokens, shape:tuple, reduce=None) -> torch.Tensor:
+    "Mean layer residual per gene token `shape = (n_genes, d)` over the cells of `cell_tokens` (as in `sae_quality`; `reduce` sums over ranks), float32."
+    total, n = torch.zeros(shape, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    for x in cell_tokens: total += torch.as_tensor(x).double(); n += 1
+    if reduce is not None: reduce(total); reduce(n)
+    return (total / n).float()
 
 # %% ../nbs/04b_sae.ipynb #3a40d88c
 @torch.no_grad()
@@ -369,8 +380,9 @@ def train_sae(store:ActivationStore, cfg:SAETrainConfig, layer:int=DEFAULT_LAYER
 def heldout_quality(model, sae:TopKSAE, store:ActivationStore, values, depth, train_cells, heldout_cells, seed:int=0) -> dict:
     "Held-out FVU, L0, dead share and spliced-in masked loss (mean-ablation from the training cells' gene means; masks seeded by `seed`); cached on disk."
     def compute():
-        quality = sae_quality(sae, store, heldout_cells)
-        quality.update(spliced_loss(model, sae, values[heldout_cells], depth[heldout_cells], gene_mean_acts(store, train_cells), seed=seed))
+        quality = sae_quality(sae, stored_tokens(store, heldout_cells), store.n_genes)
+        means = gene_mean_acts(stored_tokens(store, train_cells), (store.n_genes, store.d))
+        quality.update(spliced_loss(model, sae, values[heldout_cells], depth[heldout_cells], means, seed=seed))
         return quality
     key = cache_key('heldout-quality', store.path.name, model_fingerprint(sae, sae.cfg), np.asarray(train_cells), np.asarray(heldout_cells), seed,
                     deps=SAE_DEPS + ('hooks',))   # the store's key covers the cells' inputs and the model
@@ -435,13 +447,3 @@ class SAEQuality(StepResult):
     fvu:float; fvu_within_gene:float; l0:float; dead_fraction:float
     loss_clean:float; loss_sae:float; loss_ablated:float; loss_recovered:float
     tokens_per_s:float = field(default=float('nan'), metadata={'json': False})
-
-# %% ../nbs/04b_sae.ipynb #ee9ba54a
-def sae_step(model, sae:TopKSAE, values, depth, seed:int=0, timing_steps:int=100) -> SAEQuality:
-    "Held-out FVU, L0, dead share and spliced-in loss of `sae` on these cells (the `SAETrainConfig` split), and training tokens/s."
-    store = activation_store_for(model, values, depth, sae.cfg.hook_layer)
-    train_cells, heldout_cells = split_cells(len(values), SAETrainConfig.heldout_frac, seed)
-    q = heldout_quality(model, sae, store, values, depth, train_cells, heldout_cells, seed=seed)
-    _, _, tokens_per_s = train_sae(store, SAETrainConfig(steps=timing_steps), sae.cfg.hook_layer, progress=False)
-    return SAEQuality(sae.cfg.d_sae, sae.cfg.d_in, sae.cfg.k, sae.cfg.hook_layer, len(heldout_cells), q['fvu'], q['fvu_within_gene'],
-                      q['l0'], q['dead_frac'], q['loss_clean'], q['loss_sae'], q['loss_ablated'], q['loss_recovered'], tokens_per_s)

@@ -4,16 +4,18 @@
 
 # %% auto #0
 __all__ = ['StreamConfig', 'ActivationStream', 'tiny_model', 'synthetic_cells', 'save_resume', 'load_resume', 'clear_partial',
-           'stream_quality', 'train_sae_streaming', 'stream_worker']
+           'model_tokens', 'stream_quality', 'sae_step', 'train_sae_streaming', 'stream_worker']
 
 # %% ../nbs/04d_stream.ipynb #90f1e472
 import json, os, shutil, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np, torch, torch.distributed as dist
-from .core import DEFAULT_LAYER, atomic_write, split_cells
-from .source import CellSource, rank_batches, rank_world, all_sum, all_max
-from .sae import SAEConfig, SAETrainConfig, SAETrainer, TopKSAE, save_sae, sae_trainer_for
+from itertools import islice
+from .core import DEFAULT_LAYER, atomic_write, cache_key, cached_object, model_fingerprint, split_cells
+from .source import CellSource, source_for, rank_batches, rank_world, all_sum
+from .sae import (SAE_DEPS, SAEConfig, SAEQuality, SAETrainConfig, SAETrainer, TopKSAE, gene_mean_acts, sae_quality, save_sae,
+                              sae_trainer_for, spliced_loss)
 
 # %% ../nbs/04d_stream.ipynb #5f777162
 @dataclass
@@ -138,23 +140,44 @@ def clear_partial(folder):
     _barrier()
 
 # %% ../nbs/04d_stream.ipynb #56114f6b
-@torch.no_grad()
-def stream_quality(model, sae:TopKSAE, source:CellSource, cells, layer:int, cell_batch:int=16) -> dict:
-    "FVU, L0 and dead share of `sae` over every gene token of `cells`, from the model on the fly (sharded over ranks, sums all-reduced)."
-    rank, world = rank_world(); p = next(model.parameters())
-    d = model.config.hidden_size
-    sums = torch.zeros(4, dtype=torch.float64); sx = torch.zeros(d, dtype=torch.float64)   # sse, sum x², active, tokens
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.uint8)
+def model_tokens(model, source:CellSource, cells, layer:int, cell_batch:int=16, rank:int=0, world:int=1, dtype=torch.float32):
+    "Each of this rank's share of `cells`' gene-token activations after `encoder.layer[layer]`, `(genes, d)` on the CPU, from the model a batch of cells at a time."
+    p = next(model.parameters())
     for b in source.batches(cell_batch, rank, world, cells=cells):
         if len(b.idx) == 0: continue
-        x = model(b.values.to(p.device), b.depth.to(p.device), stop_after=layer).reshape(-1, d).to(sae.b_dec.dtype)
-        x_hat, f = sae(x)
-        x, x_hat, f = x.double().cpu(), x_hat.double().cpu(), f.cpu()
-        sums += torch.tensor([(x - x_hat).pow(2).sum(), x.pow(2).sum(), (f > 0).sum(), len(x)], dtype=torch.float64)
-        sx += x.sum(0); fired |= (f > 0).any(0).to(torch.uint8)
-    all_sum(sums); all_sum(sx); all_max(fired)
-    sse, sxx, active, n = sums.tolist()
-    return {'fvu': sse / (sxx - float(sx.pow(2).sum()) / n), 'l0': active / n, 'dead_frac': 1 - float(fired.double().mean()), 'n_tokens': int(n)}
+        with torch.inference_mode(): acts = model(b.values.to(p.device), b.depth.to(p.device), stop_after=layer)
+        yield from acts.to('cpu', dtype)
+
+def stream_quality(model, sae:TopKSAE, source:CellSource, cells, layer:int, cell_batch:int=16) -> dict:
+    "`sae_quality` of `sae` over every gene token of `cells`, from the model on the fly (sharded over ranks, sums all-reduced)."
+    tokens = model_tokens(model, source, cells, layer, cell_batch, *rank_world(), dtype=sae.b_dec.dtype)
+    return sae_quality(sae, tokens, len(source.genes), reduce=all_sum)
+
+# %% ../nbs/04d_stream.ipynb #ebe023b7
+def _step_speed(tokens:torch.Tensor, steps:int, layer:int) -> float:
+    "Tokens per second of the SAE training step alone: `steps` steps of a fresh default-recipe SAE on batches drawn from `tokens`."
+    cfg = SAETrainConfig(steps=steps)
+    trainer = sae_trainer_for(tokens.shape[1], cfg, layer)
+    g = torch.Generator().manual_seed(cfg.seed)
+    trainer.fit((tokens[torch.randint(len(tokens), (cfg.batch_size,), generator=g)] for _ in range(steps)), steps, progress=False)
+    return steps * cfg.batch_size / trainer.seconds['step']
+
+def sae_step(model, sae:TopKSAE, adata, seed:int=0, timing_steps:int=100, cell_batch:int=16) -> SAEQuality:
+    "Held-out FVU, L0, dead share and spliced-in loss of `sae` on `adata`'s cells (the `SAETrainConfig` split, read through the cell source; cached), and its training step's tokens/s."
+    source, layer, (rank, world) = source_for(adata, model), sae.cfg.hook_layer, rank_world()
+    train, held = split_cells(source.n_cells, SAETrainConfig.heldout_frac, seed)
+    tokens = lambda cells, share=True: model_tokens(model, source, cells, layer, cell_batch, *((rank, world) if share else (0, 1)))
+    def compute():
+        b = source.inputs(held)   # `held` is sorted, as `inputs` returns its rows
+        means = gene_mean_acts(tokens(train), (len(source.genes), sae.cfg.d_in), reduce=all_sum)
+        return {**sae_quality(sae, tokens(held), len(source.genes), reduce=all_sum), **spliced_loss(model, sae, b.values, b.depth, means, seed=seed)}
+    key = cache_key('heldout-quality', source.fingerprint(), model_fingerprint(model), model_fingerprint(sae, sae.cfg), train, held, seed,
+                    deps=SAE_DEPS + ('hooks', 'source', 'stream'))
+    q = cached_object('heldout_quality', key, compute)
+    n_cells = -(-8 * SAETrainConfig.batch_size // len(source.genes))   # about 8 batches of distinct tokens
+    speed = _step_speed(torch.cat(list(islice(tokens(held, share=False), n_cells))), timing_steps, layer)
+    return SAEQuality(sae.cfg.d_sae, sae.cfg.d_in, sae.cfg.k, layer, len(held), q['fvu'], q['fvu_within_gene'],
+                      q['l0'], q['dead_frac'], q['loss_clean'], q['loss_sae'], q['loss_ablated'], q['loss_recovered'], speed)
 
 # %% ../nbs/04d_stream.ipynb #7d6e2e9c
 def train_sae_streaming(model, source:CellSource, cfg:SAETrainConfig=SAETrainConfig(), stream:StreamConfig=StreamConfig(),

@@ -10,8 +10,8 @@ from cellsteer_nb.data import load_pbmc68k
 from cellsteer_nb.model import load_checkpoint, WEIGHTS_FILE
 from cellsteer_nb.reference import BARS, close_enough
 from cellsteer_nb.pipeline import foundation_results, probe_results, report_config
-from cellsteer_nb.model import model_inputs
-from cellsteer_nb.sae import DEFAULT_SAE, load_sae, sae_metadata, sae_step
+from cellsteer_nb.sae import DEFAULT_SAE, load_sae, sae_metadata
+from cellsteer_nb.stream import sae_step
 from cellsteer_nb.annotate import annotation_step
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def full_results(tmp_path_factory):
     res, timings, adata, model = foundation_results(cfg)
     res.update(probe_results(cfg, adata, model))   # the layer-12 embedding of every cell and the CD4 T vs CD8 T probe
     sae = load_sae(DEFAULT_SAE, expect=sae_metadata())
-    res['sae'] = sae_step(model, sae, *model_inputs(adata, model), timing_steps=cfg['sae_timing_steps']).to_json()
+    res["sae"] = sae_step(model, sae, adata, timing_steps=cfg['sae_timing_steps']).to_json()
     yield res, timings, adata, model, sae
     mp.undo()
 

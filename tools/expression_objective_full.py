@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from cellsteer_nb.core import DEFAULT_CHECKPOINT, SOURCE, TARGET, atomic_write, dumps_json
 from cellsteer_nb.data import load_pbmc68k, align_to_panel
-from cellsteer_nb.model import load_checkpoint, model_inputs
+from cellsteer_nb.model import load_checkpoint
 from cellsteer_nb.hooks import embed_cells
 from cellsteer_nb.sae import DEFAULT_SAE, load_sae, sae_metadata
 from cellsteer_nb.features import feature_means
 from cellsteer_nb.latent import steering_inputs, moved_set, jaccard, SteeringConfig, steer_toward
-from cellsteer_nb.readout import layer_residuals, readout
+from cellsteer_nb.readout import cell_residuals, readout
 from cellsteer_nb.steer import embedding_shift
 from cellsteer_nb.contrastive import fold_ids
 from cellsteer_nb.expression import reference_de, gap_table, direction_shares
@@ -55,8 +55,7 @@ def unmasked_part(out, save, model, sae, adata, labels, Z, F, W, cen, src, lam_r
     t0 = time.perf_counter(); red = expression_objective_step(adata, model, sae, top, 1 + latent_beta, lam_rel, cfg)
     out['reduced'] = {**red.to_json(), 'config': asdict(cfg), 'wall_s_including_cache': time.perf_counter() - t0}
     save()
-    vs, ds = model_inputs(adata[src], model)
-    res_s = layer_residuals(model, vs, ds, sae.cfg.hook_layer, cfg.n_masks, cfg.seed)
+    res_s = cell_residuals(model, adata, np.flatnonzero(src), sae.cfg.hook_layer, cfg.n_masks, cfg.seed)
     a = red.arrays
     objs = [expression_objective(a['y_source'], a['y_target'], top), final_layer_objective(a['z_final_target'])]
     O0 = [objs[0].select({'readout': a['y_source']}), a['z_final_source']]
@@ -140,10 +139,7 @@ def masked_part(out, save, model, sae, adata, labels, Z, F, W, cen, src, lam_rel
             t0 = time.perf_counter(); r = expression_objective_step(adata, model, sae, top, 1 + latent_beta, lam_rel, c)
             rc[name] = _step_summary(r, de, top, time.perf_counter() - t0); rc['lambda'] = r.expression_objective['lambda']; save()
     if not sample: return
-    vs, ds = model_inputs(adata[src], model)
-    vt, dt = model_inputs(adata[labels == TARGET], model)
-    res_s = layer_residuals(model, vs, ds, sae.cfg.hook_layer, cfg.n_masks, cfg.seed)
-    res_t = layer_residuals(model, vt, dt, sae.cfg.hook_layer, cfg.n_masks, cfg.seed)
+    res_s, res_t = (cell_residuals(model, adata, np.flatnonzero(c), sae.cfg.hook_layer, cfg.n_masks, cfg.seed) for c in (src, labels == TARGET))
     n, p = int(src.sum()), sae.cfg.d_sae
     folds = fold_ids(n, cfg.n_folds, cfg.seed)
     # the report's masked objective and lambda, by the step's own rule (lambda_rel x lambda_max from the gradient on its grad cells)
