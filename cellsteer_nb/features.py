@@ -8,7 +8,7 @@ __all__ = ['FEATURE_DEPS', 'unit_gene_stats', 'sae_fingerprint', 'feature_stats'
 # %% ../nbs/04c_features.ipynb #0fdb1346
 import numpy as np, torch
 from .core import FBAR_KEY, FBAR_UNS, cache_key, cached_arrays, model_fingerprint
-from .source import CellSource, source_for, rank_world, all_sum
+from .source import CellSource, layer_batches, source_for, all_sum
 from .sae import TopKSAE
 
 # %% ../nbs/04c_features.ipynb #fab95975
@@ -17,11 +17,9 @@ def unit_gene_stats(model, source:CellSource, encode, layer:int, batch_size:int=
     """Run every cell of `source` through `model` up to `encoder.layer[layer]` and its gene tokens through `encode`
     (`(cells, genes, d)` → `(cells, genes, units)`), a batch of cells at a time and sharded over ranks: `gene_mean` and
     `gene_active` `(units, genes)` over cells, and `cell_mean` `(cells, units)` over each cell's gene tokens, in cell order."""
-    rank, world = rank_world(); device = next(model.parameters()).device
     total = active = cell_mean = None
-    for b in source.batches(batch_size, rank, world, desc=desc if rank == 0 else None):
-        if len(b.idx) == 0: continue
-        a = encode(model(b.values.to(device), b.depth.to(device), stop_after=layer)).double().cpu()
+    for b, x in layer_batches(model, source, layer, batch_size, desc=desc):
+        a = encode(x).double().cpu()
         if total is None: total, active, cell_mean = torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(source.n_cells, a.shape[-1])
         total += a.sum(0); active += (a > 0).sum(0); cell_mean[b.idx] = a.mean(1).float()   # the per-cell result is the one array that grows with cells: float32
     n = source.n_cells

@@ -20,7 +20,7 @@ from .data import load_pbmc68k, subsample_types, align_to_panel, check_groups
 from .model import load_checkpoint
 from .pretrain import model_step, probe_step
 from .hooks import embed_cells, umap_coords, plot_embedding
-from .source import CellSource, source_for, gather_cells, rank_world, all_sum
+from .source import CellSource, source_for, gather_cells, layer_batches, all_sum
 from .sae import DEFAULT_SAE, load_sae, sae_metadata, plot_sae_history
 from .stream import sae_step
 from .annotate import RULES, annotation_step, expressed_genes, plot_feature_genes, plot_share_by_size
@@ -173,10 +173,9 @@ def nonzero_histograms(blocks, # iterable of `(tokens, units)` activations (arra
 # %% ../nbs/08e_pipeline.ipynb #f0c1312b
 def _encoded_batches(model, sae, source:CellSource, batch_size:int=16):
     "`sae.encode` of every gene token of this rank's cells, a batch of cells at a time, `(tokens, features)`."
-    rank, world = rank_world(); device = next(model.parameters()).device
-    for b in source.batches(batch_size, rank, world):
-        if len(b.idx) == 0: continue
-        with torch.no_grad(): yield sae.encode(model(b.values.to(device), b.depth.to(device), stop_after=sae.cfg.hook_layer)).reshape(-1, sae.cfg.d_sae)
+    for _, x in layer_batches(model, source, sae.cfg.hook_layer, batch_size):
+        with torch.no_grad(): f = sae.encode(x).reshape(-1, sae.cfg.d_sae)
+        yield f
 
 def feature_histograms(model, sae, cells, edges=ACT_EDGES) -> dict:
     "`nonzero_histograms` of `sae`'s features over every gene token of `cells` (AnnData or `CellSource`; sharded over ranks), cached by data, model, SAE and bins."

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['rank_world', 'all_sum', 'all_max', 'rank_batches', 'read_rows', 'CellBatch', 'CellSource', 'source_for',
-           'gather_cells', 'run_model', 'init_distributed', 'spawn_ranks', 'save_call']
+           'gather_cells', 'run_model', 'layer_batches', 'init_distributed', 'spawn_ranks', 'save_call']
 
 # %% ../nbs/01b_source.ipynb #b9a2a902
 import math, os, tempfile, time, warnings
@@ -143,6 +143,16 @@ def run_model(model, adata, batch_size:int=32, stop_after:int|None=None, pool:bo
     model.eval()
     with torch.inference_mode(not grad), torch.set_grad_enabled(grad):
         return gather_cells(source, fn, batch_size, desc)
+
+# %% ../nbs/01b_source.ipynb #784625c3
+def layer_batches(model, source:CellSource, layer:int, batch_size:int=16, cells=None, rank:int|None=None, world:int|None=None, desc:str|None=None):
+    "(`CellBatch`, residual after `encoder.layer[layer]` at its gene tokens `(cells, genes, hidden)`) for this rank's share of `cells` (default all; the rank and world of the process group unless given), a batch at a time; empty batches skipped."
+    if rank is None: rank, world = rank_world()
+    device = next(model.parameters()).device
+    for b in source.batches(batch_size, rank, world, cells=cells, desc=desc if rank == 0 else None):
+        if len(b.idx) == 0: continue
+        with torch.inference_mode(): x = model(b.values.to(device), b.depth.to(device), stop_after=layer)
+        yield b, x
 
 # %% ../nbs/01b_source.ipynb #1be72f49
 def init_distributed(device:str='cpu', timeout:float=1800) -> tuple:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np, torch, torch.distributed as dist
 from itertools import islice
 from .core import DEFAULT_LAYER, atomic_write, cache_key, cached_object, model_fingerprint, split_cells
-from .source import CellSource, source_for, rank_batches, rank_world, all_sum
+from .source import CellSource, layer_batches, source_for, rank_batches, rank_world, all_sum
 from .sae import (SAE_DEPS, SAEConfig, SAEQuality, SAETrainConfig, SAETrainer, TopKSAE, gene_mean_acts, sae_quality, save_sae,
                               sae_trainer_for, spliced_loss)
 
@@ -142,11 +142,7 @@ def clear_partial(folder):
 # %% ../nbs/04d_stream.ipynb #56114f6b
 def model_tokens(model, source:CellSource, cells, layer:int, cell_batch:int=16, rank:int=0, world:int=1, dtype=torch.float32):
     "Each of this rank's share of `cells`' gene-token activations after `encoder.layer[layer]`, `(genes, d)` on the CPU, from the model a batch of cells at a time."
-    p = next(model.parameters())
-    for b in source.batches(cell_batch, rank, world, cells=cells):
-        if len(b.idx) == 0: continue
-        with torch.inference_mode(): acts = model(b.values.to(p.device), b.depth.to(p.device), stop_after=layer)
-        yield from acts.to('cpu', dtype)
+    for _, x in layer_batches(model, source, layer, cell_batch, cells, rank, world): yield from x.to('cpu', dtype)
 
 def stream_quality(model, sae:TopKSAE, source:CellSource, cells, layer:int, cell_batch:int=16) -> dict:
     "`sae_quality` of `sae` over every gene token of `cells`, from the model on the fly (sharded over ranks, sums all-reduced)."
