@@ -1,4 +1,4 @@
-"""Item 6, end to end: `make report` cold (empty cache) and warm, in seconds, in a temporary clone of the repository.
+"""Item 6, end to end: `make report` cold (empty cache) and warm, in seconds and peak RSS, in a temporary clone of the repository.
 
 The clone (`git clone` of the committed HEAD) runs `tools/run_notebooks.py` (what `make report` runs after its install
 step) with this repository's virtualenv, `PYTHONPATH=<clone>` (so the clone's `cellsteer_nb` is the one imported:
@@ -9,20 +9,24 @@ profile of what dominates a warm run (skip with --no-profile). Nothing in this w
     python bench/bench_report.py [--no-profile] [--keep]
 """
 import _common as C
-import argparse, json, os, pstats, re, resource, shutil, subprocess, sys, tempfile, time
+import argparse, json, os, pstats, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 
 def run_notebooks(clone: Path, env: dict, profile: Path | None = None) -> dict:
     cmd = [sys.executable] + (['-m', 'cProfile', '-o', str(profile)] if profile else []) + [str(clone/'tools'/'run_notebooks.py')]
-    t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=clone)
-    wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
-    if p.returncode != 0: raise RuntimeError(f'run_notebooks failed ({p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}')
-    per_nb = {m.group(1): float(m.group(2)) for m in re.finditer(r'^\s+(\S+\.ipynb): (\d+) s$', p.stdout, re.M)}
+    with tempfile.TemporaryFile('w+') as out, tempfile.TemporaryFile('w+') as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env, cwd=clone)
+        _, status, usage = os.wait4(p.pid, 0)   # this child's own resource use: its CPU time and peak RSS (Linux: KiB)
+        wall = time.perf_counter() - t0
+        out.seek(0); err.seek(0); stdout, stderr = out.read(), err.read()
+    code = p.returncode = os.waitstatus_to_exitcode(status)
+    if code != 0: raise RuntimeError(f'run_notebooks failed ({code}):\n{stdout[-2000:]}\n{stderr[-4000:]}')
+    per_nb = {m.group(1): float(m.group(2)) for m in re.finditer(r'^\s+(\S+\.ipynb): (\d+) s$', stdout, re.M)}
     t = clone/'reports'/'timings.json'
-    return {'seconds': wall, 'cpu_seconds': cpu, 'per_notebook_s': per_nb, 'report_timings': json.loads(t.read_text()) if t.exists() else None}
+    return {'seconds': wall, 'cpu_seconds': usage.ru_utime + usage.ru_stime, 'peak_rss_mb': usage.ru_maxrss / 1024, 'per_notebook_s': per_nb,
+            'report_timings': json.loads(t.read_text()) if t.exists() else None}
 
 
 def profile_summary(prof: Path, n: int = 30) -> dict:
@@ -85,7 +89,7 @@ def main():
         if a.profile_worst:   # cProfile of the slowest warm notebook alone (cheaper than a profiled warm run)
             worst = max(out['warm']['per_notebook_s'], key=out['warm']['per_notebook_s'].get)
             out['worst_notebook_profile'] = {'notebook': worst, **profile_summary(profile_notebook(clone, env, worst, tmp/'nb.prof'))}
-        C.save_results('e2e', out, {'report_cold_s': out['cold']['seconds'], 'report_warm_s': out['warm']['seconds']})
+        C.save_results('e2e', out, {'report_cold_s': out['cold']['seconds'], 'report_warm_s': out['warm']['seconds'], 'report_peak_rss_mb': out['cold']['peak_rss_mb']})
         print(json.dumps({'report_cold_s': out['cold']['seconds'], 'report_warm_s': out['warm']['seconds']}))
     finally:
         if not a.keep: shutil.rmtree(tmp, ignore_errors=True)

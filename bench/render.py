@@ -83,6 +83,9 @@ def render(R: dict) -> str:
             cpu = e2e[k].get('cpu_seconds') or (e2e.get('cpu_seconds_external') or {}).get(k)
             rows.append([f'6 `make report` {k}', f"{hms(e2e[k]['seconds'])} wall" + (f", {hms(cpu)} CPU" if cpu else ''), '(one thread, shared machine)', '',
                          f'≤ {tgt // 60} min', ok(e2e[k]['seconds'] <= tgt)])
+        if e2e['cold'].get('peak_rss_mb'):
+            rows.append(['6 `make report` cold, peak RSS', f"{f(e2e['cold']['peak_rss_mb'], 0)} MiB", '(4.9 GB before issue 21)', '', '≤ 2,048 MiB',
+                         ok(e2e['cold']['peak_rss_mb'] <= 2048)])
     if ss:
         rows.append(['7 AIDO.Cell-100M shape, forward to layer 12', f"{f(ss['forward_s_per_cell'], 0)} s a cell (1 thread), peak RSS {f(ss['peak_rss_mb'], 0)} MiB",
                      f"PBMC3K store {f(ss['extrapolated']['pbmc3k']['store_gb_fp32'], 0)} GB fp32", '', '—', '—'])
@@ -259,6 +262,8 @@ def render(R: dict) -> str:
                    + [['**total (wall)**', f(e2e['cold']['seconds'], 0), f(e2e['warm']['seconds'], 0)] + ([f(e2e['warm_profiled']['seconds'], 0)] if 'warm_profiled' in e2e else [])])
         cpu = [(k, e2e[k].get('cpu_seconds')) for k in ('cold', 'warm') if e2e[k].get('cpu_seconds')]
         if cpu: L += ['', 'CPU seconds of the run: ' + ', '.join(f'{k} {f(v, 0)} s' for k, v in cpu) + '.']
+        rss = [(k, e2e[k].get('peak_rss_mb')) for k in ('cold', 'warm') if e2e[k].get('peak_rss_mb')]
+        if rss: L += ['', 'Peak RSS of the run (its own process, `os.wait4`): ' + ', '.join(f'{k} {f(v, 0)} MiB' for k, v in rss) + '.']
         ext = e2e.get('cpu_seconds_external')
         if ext: L += ['', 'CPU seconds of the runs (utime + stime of each `run_notebooks.py`, sampled every 2 s from /proc by a watcher during this run): ' + ', '.join(f'{k} {f(v, 0)} s' for k, v in ext.items()) + '.']
         prof = e2e.get('warm_profile') or e2e.get('worst_notebook_profile')
