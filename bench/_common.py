@@ -9,7 +9,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH/'results.json'
+RESULTS = Path(os.environ.get('BENCH_RESULTS', BENCH/'results.json')).absolute()   # another file for a run not to be merged yet
 THREADS = int(os.environ['OMP_NUM_THREADS'])
 
 

@@ -10,8 +10,10 @@
   beside one of ours, when they are installed (`make bench` installs them, --no-deps). Every path's largest gap and KKT
   violation are ours, computed at the end.
 - Scaling: least-squares slope of log seconds on log p over the synthetic sizes.
-- Latent step: `latent.latent_step` (CV, controls, wrong targets, reverse) and `steering_options` with the wide SAE's feature
-  means, 2 threads, in a child process, cache off.
+- Latent step: the report's `latent.latent_step` (CV, 20 matched random-feature draws, wrong targets, reverse, the Adam
+  comparison) and `steering_options` (every option, 'only GO-annotated features free' with the wide SAE's GO annotation,
+  computed or read from the cache before the timing) with the wide SAE's feature means, 2 threads, in a child process,
+  the step's disk cache bypassed; certified like the rows above (its solution's and every fold's gap, its KKT violation).
 
     python bench/bench_solve_wide.py [--repeats 3] [--max-p 16384] [--sae DIR]
 """
@@ -68,7 +70,7 @@ def paths(terms, X, y, lams, repeats, save=lambda out: None):
 
 
 def wide_terms(sae_dir):
-    "(terms, Z, F, W, mu, adata, model): the report's CD4 T -> CD8 T problem with the SAE in `sae_dir` (feature means from the cache)."
+    "(terms, Gram seconds, (Z, F, W, mu), (adata, sae, model)): the report's CD4 T -> CD8 T problem with the SAE in `sae_dir` (feature means from the cache)."
     from cellsteer_nb.sae import load_sae, sae_metadata
     from cellsteer_nb.features import feature_means
     from cellsteer_nb.latent import SteeringConfig, steering_inputs
@@ -80,24 +82,28 @@ def wide_terms(sae_dir):
     labels, Z, F, W, cen, _ = steering_inputs(adata, sae.W_dec.detach().numpy())
     src = labels == cfg.source
     t0 = time.perf_counter(); terms = lasso_terms(Z[src], F[src], W, cen[cfg.target]); gram_s = time.perf_counter() - t0
-    return terms, gram_s, (Z[src], F[src], W, cen[cfg.target]), (adata, sae)
+    return terms, gram_s, (Z[src], F[src], W, cen[cfg.target]), (adata, sae, model)
 
 
 def latent_child(sae_dir):
-    "Time the latent step and the options with the wide SAE (threads as set by the parent); prints one JSON line."
+    "Time the report's latent step and the options with the wide SAE (threads as set by the parent); prints one JSON line."
+    from cellsteer_nb.annotate import annotation_step
     from cellsteer_nb.latent import SteeringConfig, OPTIONS, steering_inputs, _latent, _option_rows
-    _, _, _, (adata, sae) = wide_terms(sae_dir)
+    _, _, _, (adata, sae, model) = wide_terms(sae_dir)
+    features = annotation_step(adata, model, sae).table   # the GO step's table (for 'only GO-annotated features free'), not timed
     inputs = steering_inputs(adata, sae.W_dec.detach().numpy())
-    W = inputs[3]
-    opts = {k: v for k, v in OPTIONS.items() if 'free' not in v}   # 'annotated' needs the GO annotation of the wide SAE
-    cfg = SteeringConfig(compare_adam=False)
+    cfg = SteeringConfig()   # the report's: 20 matched random-feature draws, 2,000 bootstraps, the Adam comparison
     # the step's bodies, not their disk caches: computed here, whatever an earlier run left
-    t0 = time.perf_counter(); res = _latent(*inputs, None, cfg, None); t_lat = time.perf_counter() - t0
-    t0 = time.perf_counter(); rows = _option_rows(*inputs, None, cfg, opts); t_opt = time.perf_counter() - t0
+    t0 = time.perf_counter(); res = _latent(*inputs, features, cfg, None); t_lat = time.perf_counter() - t0
+    t0 = time.perf_counter(); rows = _option_rows(*inputs, features, cfg, OPTIONS); t_opt = time.perf_counter() - t0
     s = res.steering
-    print(json.dumps({'latent_s': t_lat, 'options_s': t_opt, 'total_s': t_lat + t_opt, 'p': W.shape[0], 'n_moved': s['n_moved_features'],
-                      'gap': s['duality_gap_relative'], 'kkt_over_lambda': s['kkt_violation_relative'], 'max_fold_gap': s['max_fold_duality_gap_relative'],
-                      'fraction_closer_heldout': s['fraction_closer_heldout'], 'options': [r['option'] for r in rows]}))
+    gap, kkt, fold_gap = s['duality_gap_relative'], s['kkt_violation_relative'], s['max_fold_duality_gap_relative']
+    print(json.dumps({'latent_s': t_lat, 'options_s': t_opt, 'total_s': t_lat + t_opt, 'adam_s': res.timings['adam_s'], 'solve_s': res.timings['solve_s'],
+                      'threads': int(os.environ.get('OMP_NUM_THREADS', 0)), 'p': inputs[3].shape[0],
+                      'n_live': int((inputs[2][inputs[0] == cfg.source] != 0).any(0).sum()),
+                      'n_moved': s['n_moved_features'], 'lambda': s['lambda'], 'gap': gap, 'kkt_over_lambda': kkt, 'max_fold_gap': fold_gap,
+                      'certified': bool(max(gap, fold_gap) <= 1e-6 and kkt <= 1e-3), 'adam_excess': s['adam_objective_relative_excess'],
+                      'adam_epochs': s['adam_epochs'], 'fraction_closer_heldout': s['fraction_closer_heldout'], 'options': [r['option'] for r in rows]}))
 
 
 def main():

@@ -394,7 +394,8 @@ def wide_section(sw) -> list:
     if 'latent' in sw:
         la = sw['latent']
         L += [f"**The whole latent step** with the {f(la['p'])}-feature SAE (CV over 40 λ × 5 folds, 20 matched random-feature draws, random directions, oracle, "
-              f"wrong targets, reverse, and the options {', '.join(la['options'])}; 2 threads, disk cache bypassed): {f(la['latent_s'], 0)} s for the step, "
+              f"wrong targets, reverse" + (f", the Adam comparison (its last run {f(la['adam_s'], 0)} s, {la['adam_epochs']:,} epochs)" if la.get('adam_s') else '')
+              + f", and the options {', '.join(la['options'])}; 2 threads, disk cache bypassed): {f(la['latent_s'], 0)} s for the step, "
               f"{f(la['options_s'], 0)} s for the options, {f(la['total_s'], 0)} s in all. Its solution: {la['n_moved']} moved features, gap {f(la['gap'])}, "
               f"KKT {f(la['kkt_over_lambda'])} λ, largest fold gap {f(la['max_fold_gap'])}, {f(la['fraction_closer_heldout'], 0, pct=True)} of the cells closer held out.", '']
     return L

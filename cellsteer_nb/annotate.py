@@ -15,7 +15,7 @@ from scipy.stats import mannwhitneyu
 from .core import CELL_TYPE_KEY, StepResult, cache_key, cached_arrays, cached_object, dense, model_fingerprint
 from .source import CellSource, source_for
 from .features import unit_gene_stats, feature_stats, sae_fingerprint
-from .go import GO_DIR, OBO_NAME, GENE2GO_NAME, SYMBOLS_NAME, load_godag, load_gene2go, propagate_assoc, go_enrichment, information_content, top_terms, max_ic
+from .go import GO_DIR, OBO_NAME, GENE2GO_NAME, SYMBOLS_NAME, load_godag, load_gene2go, propagate_assoc, information_content, annotate_sets
 
 # %% ../nbs/05b_annotate.ipynb #e160deb7
 @dataclass
@@ -78,15 +78,13 @@ def go_context(genes, cfg:AnnotationConfig=AnnotationConfig()) -> GOContext:
     return GOContext(godag, assoc, information_content(godag, load_gene2go(), cfg.relationships))
 
 # %% ../nbs/05b_annotate.ipynb #31ca7cd3
-def annotate_units(gene_mean:np.ndarray, genes, expressed:np.ndarray, go:GOContext, cfg:AnnotationConfig=AnnotationConfig()) -> tuple:
-    "(units DataFrame, top-terms DataFrame): gene set, enrichment, label and specificity of every unit (row of `gene_mean`)."
+def annotate_units(gene_mean:np.ndarray, genes, expressed:np.ndarray, go:GOContext, cfg:AnnotationConfig=AnnotationConfig(), block:int=512) -> tuple:
+    "(units DataFrame, top-terms DataFrame): gene set, enrichment, label and specificity of every unit (row of `gene_mean`), `block` units at a time (`annotate_sets`)."
     sets, pr = unit_gene_sets(gene_mean, genes, expressed, cfg)
-    enr = go_enrichment(sets, go.population(genes, expressed), go.assoc)
-    terms = top_terms(enr, go.ic, go.godag, cfg.alpha, cfg.n_terms)
-    sig = enr.significant(cfg.alpha)
+    summ, terms = annotate_sets(sets, go.population(genes, expressed), go.assoc, go.ic, go.godag, cfg.alpha, cfg.n_terms, block)
     units = pd.DataFrame({'unit': np.arange(len(sets)), 'participation_ratio': pr, 'set_size': [len(s) for s in sets],
-                          'n_in_population': enr.study_n, 'n_significant': sig.sum(1), 'annotated': sig.any(1),
-                          'max_ic': max_ic(enr, go.ic, cfg.alpha), 'genes': [' '.join(s) for s in sets]})
+                          'n_in_population': summ.study_n.to_numpy(), 'n_significant': summ.n_significant.to_numpy(),
+                          'annotated': summ.n_significant.to_numpy() > 0, 'max_ic': summ.max_ic.to_numpy(), 'genes': [' '.join(s) for s in sets]})
     for r in range(1, cfg.n_terms + 1):
         t = terms[terms['rank'] == r].set_index('feature')
         units[f'term{r}'] = units.unit.map(t.name); units[f'term{r}_id'] = units.unit.map(t.go_id)

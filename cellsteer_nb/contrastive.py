@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['PENALTIES', 'DEAD_REL', 'MOVED', 'LassoTerms', 'lasso_terms', 'stacked_design', 'penalty_weights', 'working_set',
            'primal', 'duality_gap', 'kkt_violation', 'solve_lasso', 'lambda_max', 'lambda_grid', 'LassoPath',
-           'lasso_path', 'sklearn_reference', 'fold_ids', 'one_se', 'CVResult', 'fold_grams', 'heldout_fit',
-           'cv_lambda', 'moved_jaccard', 'adam_baseline', 'plot_lasso_path']
+           'lasso_path', 'sklearn_reference', 'fold_ids', 'one_se', 'CVResult', 'live_features', 'fold_grams',
+           'heldout_fit', 'cv_lambda', 'moved_jaccard', 'adam_baseline', 'plot_lasso_path']
 
 # %% ../nbs/07_contrastive.ipynb #4300cce1
 import time, warnings
@@ -137,16 +137,38 @@ def _anderson(xs, lo):
     except np.linalg.LinAlgError: return None
     return np.maximum((z / z.sum()) @ X[1:], lo) if np.isfinite(z).all() and z.sum() != 0 else None
 
+# %% ../nbs/07_contrastive.ipynb #6116a106
+def _newton(G, q, beta, lw, lo):
+    "beta after one Newton step of the objective with the signs of the non-zero beta and the features at the bound `lo` held, stopped at the first sign change or bound (set exactly); None if there is nothing to move or G_AA is singular."
+    A = np.flatnonzero((beta != 0) & (beta != lo))
+    if not len(A): return None
+    b = beta[A]
+    try: d = -np.linalg.solve(G[np.ix_(A, A)], q[A] + lw[A] * np.sign(b) / 2)
+    except np.linalg.LinAlgError: return None
+    with np.errstate(divide='ignore', invalid='ignore'):
+        to0, tob = np.where(b * d < 0, -b / d, np.inf), np.where(d < 0, (lo[A] - b) / d, np.inf)
+    stop = np.minimum(to0, tob); k = int(np.argmin(stop)); t = min(1.0, float(stop[k]))
+    new = beta.copy(); new[A] = b + t * d
+    if t < 1: new[A[k]] = 0.0 if to0[k] <= tob[k] else lo[A[k]]
+    return new
+
 # %% ../nbs/07_contrastive.ipynb #9178c707
-def _solve_ws(G, c, const:float, beta, lw, lo, target:float, max_sweeps:int, check_every:int=10, anderson:int=5) -> tuple:
-    "(beta, sweeps): CD with Anderson steps on a problem whose features are all free, until its absolute gap <= `target` (or `max_sweeps`)."
+def _solve_ws(G, c, const:float, beta, lw, lo, target:float, max_sweeps:int, check_every:int=10, anderson:int=5, newton:int=50) -> tuple:
+    "(beta, sweeps): CD with Anderson steps, and `_newton` steps after `newton` sweeps (0: never), on a problem whose features are all free, until its absolute gap <= `target` (or `max_sweeps`)."
     m, nonneg = len(c), bool(np.isfinite(lo).any())
-    idx, every, thr, sweeps, xs = np.arange(m), np.ones(m, bool), lw / 2, 0, [beta.copy()]
+    idx, every, thr, sweeps, xs, signs = np.arange(m), np.ones(m, bool), lw / 2, 0, [beta.copy()], None
     def P(b, q): return const + b @ (q + c) + np.abs(b) @ lw
+    def done(b, q): return _dual_gap(q, b, c, const, lw, every, nonneg)[0] <= target
     while True:
         if sweeps % check_every == 0:
             q = G @ beta + c  # refreshed: no drift from the incremental updates
-            if _dual_gap(q, beta, c, const, lw, every, nonneg)[0] <= target or sweeps >= max_sweeps: return beta, sweeps
+            if done(beta, q) or sweeps >= max_sweeps: return beta, sweeps
+            if newton and sweeps >= newton and signs is not None and (np.sign(beta) == signs).all() and (bn := _newton(G, q, beta, lw, lo)) is not None:
+                qn = G @ bn + c
+                if P(bn, qn) < P(beta, q):
+                    beta, q, xs = bn, qn, [bn.copy()]
+                    if done(beta, q): return beta, sweeps
+            signs = np.sign(beta)
         _cd_sweeps(G, q, beta, thr, lo, idx, 1); sweeps += 1
         xs.append(beta.copy())
         if len(xs) > anderson:
@@ -170,10 +192,11 @@ def _working_set_step(q, beta, t:float, gap:float, lw, norms, cand, size:int, sc
 
 # %% ../nbs/07_contrastive.ipynb #e988d067
 def solve_lasso(terms:LassoTerms, lam:float, weights=None, free=None, nonneg_alpha:bool=False, beta0=None,
-                tol:float=1e-9, max_sweeps:int=100_000, check_every:int=10, anderson:int=5, p0:int=100, screen:bool=True):
+                tol:float=1e-9, max_sweeps:int=100_000, check_every:int=10, anderson:int=5, p0:int=100, screen:bool=True, newton:int=50):
     """Minimise `primal` over beta = alpha - 1, held at 0 outside `working_set(terms, free)` and >= -1 with `nonneg_alpha`.
 
-    Working sets (first `p0` features) with gap-safe screening, each solved by coordinate descent with Anderson steps;
+    Working sets (first `p0` features) with gap-safe screening, each solved by coordinate descent with Anderson steps
+    (and Newton steps on the signed support after `newton` sweeps, 0: never);
     stopped at relative `duality_gap` <= `tol` of the **full** problem. Returns (beta, info): info has that gap,
     `converged`, sweeps (on working sets), seconds, the KKT violation, the number of free features, the outer passes, the
     mask of features screened out and the last working-set size."""
@@ -192,7 +215,7 @@ def solve_lasso(terms:LassoTerms, lam:float, weights=None, free=None, nonneg_alp
         size = max(size * (2 if gap > last / 2 else 1), 2 * int((beta != 0).sum()))
         ws, cand = _working_set_step(q, beta, t, gap, lw, norms, cand, size, screen)
         bw, s = _solve_ws(np.ascontiguousarray(G[np.ix_(ws, ws)]), c[ws], terms.const, beta[ws], lw[ws], lo[ws], 0.3 * gap,
-                          max_sweeps - sweeps, check_every, anderson)
+                          max_sweeps - sweeps, check_every, anderson, newton)
         beta = np.zeros(p); beta[ws] = bw
         sweeps, outer, last = sweeps + s, outer + 1, gap
     return beta, {'gap': gap / P, 'converged': gap <= tol * P, 'sweeps': sweeps, 'seconds': time.perf_counter() - t0,
@@ -286,10 +309,16 @@ class CVResult:
         "(n, p): for each source cell, the beta fitted without its fold (for out-of-fold scoring)."
         return self.fold_betas[self.folds]
 
+# %% ../nbs/07_contrastive.ipynb #9234a489
+def live_features(FBAR) -> np.ndarray:
+    "Indices of the features whose mean is non-zero on some cell (the others have G_jj = 0 and c_j = 0: beta_j = 0 always)."
+    return np.flatnonzero(np.asarray(FBAR).any(0))
+
 # %% ../nbs/07_contrastive.ipynb #3360f7f4
 def fold_grams(FBAR, W_dec, folds) -> list:
-    "[G of all cells, G of the cells outside fold 0, ..., outside fold K-1], as `lasso_terms` forms them, W_dec W_dec' formed once."
-    F, W = _f64(FBAR, W_dec)
+    "[G of all cells, G of the cells outside fold 0, ..., outside fold K-1] over the `live_features` of `FBAR`, as `lasso_terms` forms them on those columns, W_dec W_dec' formed once."
+    cols = live_features(FBAR)
+    F, W = _f64(np.asarray(FBAR)[:, cols], np.asarray(W_dec)[cols])
     WW = W @ W.T
     return [WW * (Fk.T @ Fk / len(Fk)) for Fk in [F] + [F[folds != k] for k in range(folds.max() + 1)]]
 
@@ -304,20 +333,27 @@ def heldout_fit(Z, FBAR, W_dec, mu, betas) -> np.ndarray:
 # %% ../nbs/07_contrastive.ipynb #e0a6185f
 def cv_lambda(Z, FBAR, W_dec, mu, n_folds:int=5, seed:int=0, penalty:str='l1', free=None, nonneg_alpha:bool=False,
               n_lams:int=40, eps:float=1e-3, tol:float=1e-9, grams:list|None=None) -> CVResult:
-    "Choose lam by K-fold CV over source cells (held-out mean squared distance to the fixed `mu`) and the one-SE rule; `grams` = `fold_grams` of the same cells and folds, if formed."
+    """Choose lam by K-fold CV over source cells (held-out mean squared distance to the fixed `mu`) and the one-SE rule; `grams` = `fold_grams` of the same cells and folds, if formed.
+    Solved on the `live_features` (betas, weights put back at full width: 0, and the weight a dead feature has)."""
     Z, FBAR = np.asarray(Z), np.asarray(FBAR)
+    p, cols = FBAR.shape[1], live_features(FBAR)
+    F, W = FBAR[:, cols], np.asarray(W_dec)[cols]
+    free = None if free is None else np.asarray(free, bool)[cols]
     folds = fold_ids(len(Z), n_folds, seed)
-    grams = fold_grams(FBAR, W_dec, folds) if grams is None else grams
-    full = lasso_terms(Z, FBAR, W_dec, mu, G=grams[0])
+    grams = fold_grams(F, W, folds) if grams is None else grams
+    full = lasso_terms(Z, F, W, mu, G=grams[0])
     w = penalty_weights(full, penalty)
     lams = lambda_grid(lambda_max(full, w, free), n_lams, eps)
     kw = dict(weights=w, free=free, nonneg_alpha=nonneg_alpha, tol=tol)
-    paths = [lasso_path(lasso_terms(Z[folds != k], FBAR[folds != k], W_dec, mu, G=grams[k + 1]), lams, **kw) for k in range(n_folds)]
-    errors = np.array([heldout_fit(Z[folds == k], FBAR[folds == k], W_dec, mu, pk.betas) for k, pk in enumerate(paths)])
+    paths = [lasso_path(lasso_terms(Z[folds != k], F[folds != k], W, mu, G=grams[k + 1]), lams, **kw) for k in range(n_folds)]
+    errors = np.array([heldout_fit(Z[folds == k], F[folds == k], W, mu, pk.betas) for k, pk in enumerate(paths)])
     mean, se = errors.mean(0), errors.std(0, ddof=1) / np.sqrt(n_folds)
     i_min, i_1se = one_se(mean, se)
     if i_min == n_lams - 1: warnings.warn(f'CV error is lowest at the smallest lambda ({lams[-1]:.3g}): the grid floor sets lambda_1se; lower eps')
-    return CVResult(lams, errors, mean, se, i_min, i_1se, folds, np.array([pk.betas[i_1se] for pk in paths]), lasso_path(full, lams, **kw), w)
+    def wide(B, fill=0.0): out = np.full(B.shape[:-1] + (p,), fill); out[..., cols] = B; return out
+    path = lasso_path(full, lams, **kw); path.betas = wide(path.betas)
+    return CVResult(lams, errors, mean, se, i_min, i_1se, folds, wide(np.array([pk.betas[i_1se] for pk in paths])), path,
+                    wide(w, 1.0 if penalty == 'l1' else 0.0))   # a dead feature's weight: 1, or sqrt(G_jj) = 0
 
 # %% ../nbs/07_contrastive.ipynb #55f19785
 def moved_jaccard(betas, thr:float=MOVED) -> float:

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['GO_DIR', 'OBO_NAME', 'GENE2GO_NAME', 'SYMBOLS_NAME', 'NAMESPACES', 'ROOTS', 'EVIDENCE_GROUPS', 'load_godag',
            'read_gene2go', 'load_alias_map', 'map_symbols', 'load_gene2go', 'information_content', 'propagate_assoc',
-           'Enrichment', 'go_enrichment', 'max_ic', 'top_terms']
+           'Enrichment', 'go_enrichment', 'max_ic', 'top_terms', 'enrichment_blocks', 'annotate_sets']
 
 # %% ../nbs/05_go.ipynb #56f942ac
 import contextlib, functools, gzip, io, tempfile, warnings
@@ -223,15 +223,15 @@ def _hypergeom_sf(k, M:int, n, N) -> np.ndarray:
     return np.minimum(hypergeom.sf(uk - 1, M, un, uN), 1.0)[inv.ravel()]
 
 # %% ../nbs/05_go.ipynb #92aef532
-def go_enrichment(study_sets, # sequence of F gene collections (symbols)
-                  population, # background gene symbols (genes without annotation are dropped from it)
-                  assoc_prop:dict, # from propagate_assoc
-                 ) -> Enrichment:
-    "One-sided hypergeometric GO enrichment of every study set against `population` at once; BH per set over all terms."
-    from scipy.stats import false_discovery_control
+def _background(population, assoc_prop:dict) -> tuple:
+    "(population genes with an annotation, their GO terms sorted, P × T CSR membership): what every study set is tested against."
     pop = [g for g in dict.fromkeys(population) if assoc_prop.get(g)]
     terms = np.array(sorted(frozenset().union(*(assoc_prop[g] for g in pop))), dtype=str)
-    member = _indicator((assoc_prop[g] for g in pop), {t: j for j, t in enumerate(terms)}, len(terms))  # P × T
+    return pop, terms, _indicator((assoc_prop[g] for g in pop), {t: j for j, t in enumerate(terms)}, len(terms))
+
+def _enrich(study_sets, pop:list, terms:np.ndarray, member) -> Enrichment:
+    "`Enrichment` of `study_sets` against a `_background`."
+    from scipy.stats import false_discovery_control
     study = _indicator(study_sets, {g: i for i, g in enumerate(pop)}, len(pop))  # F × P
     counts = (study @ member).tocoo()  # nonzero study counts only
     study_n, pop_count = np.diff(study.indptr), np.diff(member.tocsc().indptr)
@@ -241,6 +241,13 @@ def go_enrichment(study_sets, # sequence of F gene collections (symbols)
     p[counts.row, counts.col] = _hypergeom_sf(counts.data, len(pop), pop_count[counts.col], study_n[counts.row])
     q = false_discovery_control(p, axis=1, method='bh') if p.size else p.copy()
     return Enrichment(terms, len(pop), pop_count, study_n, study_count, p, q)
+
+def go_enrichment(study_sets, # sequence of F gene collections (symbols)
+                  population, # background gene symbols (genes without annotation are dropped from it)
+                  assoc_prop:dict, # from propagate_assoc
+                 ) -> Enrichment:
+    "One-sided hypergeometric GO enrichment of every study set against `population` at once; BH per set over all terms."
+    return _enrich(study_sets, *_background(population, assoc_prop))
 
 # %% ../nbs/05_go.ipynb #32782044
 def _ic_vector(enr:Enrichment, ic:dict) -> np.ndarray:
@@ -267,3 +274,24 @@ def top_terms(enr:Enrichment, ic:dict, godag, alpha=0.05, n=3) -> pd.DataFrame:
     df['name'] = [godag[g].name for g in df.go_id]
     df['namespace'] = [short[godag[g].namespace] for g in df.go_id]
     return df[['feature', 'rank', 'go_id', 'name', 'namespace', 'ic', 'q', 'study_count']]
+
+# %% ../nbs/05_go.ipynb #2227a386
+def enrichment_blocks(study_sets, population, assoc_prop:dict, block:int=512):
+    "`(offset, Enrichment)` of consecutive blocks of `block` study sets (at least one block, maybe empty), the background built once."
+    sets, bg = list(study_sets), _background(population, assoc_prop)
+    for i in range(0, max(len(sets), 1), block): yield i, _enrich(sets[i:i + block], *bg)
+
+# %% ../nbs/05_go.ipynb #2c8c48c8
+def annotate_sets(study_sets, # sequence of F gene collections (symbols)
+                  population, # background gene symbols
+                  assoc_prop:dict, # from propagate_assoc
+                  ic:dict, # GO id → IC, from `information_content`
+                  godag, alpha=0.05, n=3,
+                  block:int=512, # sets enriched at a time
+                 ) -> tuple:
+    "(one row per set: `study_n`, `n_significant`, `max_ic`; `top_terms` of every set), from `enrichment_blocks`: memory bounded by a block."
+    rows, tops = [], []
+    for i, e in enrichment_blocks(study_sets, population, assoc_prop, block):
+        rows.append(pd.DataFrame({'study_n': e.study_n, 'n_significant': e.significant(alpha).sum(1), 'max_ic': max_ic(e, ic, alpha)}))
+        tops.append(top_terms(e, ic, godag, alpha, n).assign(feature=lambda d: d.feature + i))
+    return pd.concat(rows, ignore_index=True), pd.concat([t for t in tops if len(t)] or tops[:1], ignore_index=True)

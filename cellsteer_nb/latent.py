@@ -22,7 +22,7 @@ from .core import CELL_TYPE_KEY, EMBED_KEY, FBAR_KEY, SOURCE, TARGET, StepResult
 from .reference import BARS
 from .steer import embedding_shift
 from .contrastive import (MOVED, CVResult, adam_baseline, cv_lambda, duality_gap, fold_grams, fold_ids, kkt_violation, lasso_path,
-                                      lasso_terms, moved_jaccard, solve_lasso)
+                                      lasso_terms, live_features, moved_jaccard, solve_lasso)
 
 # %% ../nbs/07b_latent.ipynb #14fefcd3
 def group_centroids(Z:np.ndarray, labels) -> dict:
@@ -331,9 +331,10 @@ def _latent(labels, Z, F, W, cen, mu_all, features, cfg, key) -> LatentResult:
     grams = source_grams(Fs, W, cfg)
     fit = steer_toward(Zs, Fs, W, mu_t, cfg, free, grams)
     beta, lam = fit.beta, fit.cv.lambda_1se
-    terms = lasso_terms(Zs, Fs, W, mu_t, G=grams[0])
-    obj_exact = float(terms.fit(beta) + lam * np.abs(beta) @ fit.cv.weights)
-    adam = (adam_until(terms, lam, fit.cv.weights, free, cfg.nonneg_alpha, obj_exact) if cfg.compare_adam
+    live = live_features(Fs)   # the Grams' columns; the other features have fbar = 0 on every source cell and stay at beta = 0
+    terms, b_l, w_l, free_l = lasso_terms(Zs, Fs[:, live], W[live], mu_t, G=grams[0]), beta[live], fit.cv.weights[live], None if free is None else free[live]
+    obj_exact = float(terms.fit(b_l) + lam * np.abs(b_l) @ w_l)
+    adam = (adam_until(terms, lam, w_l, free_l, cfg.nonneg_alpha, obj_exact) if cfg.compare_adam
             else {'excess': None, 'epochs': None, 'seconds': None})
     before, after = heldout_probe_calls(Zs, Z[labels == cfg.target], fit.shift, fit.cv.folds)
     scores = score_shift(Zs, fit.shift, cen, cfg.source, cfg.target, mu_all)
@@ -359,8 +360,8 @@ def _latent(labels, Z, F, W, cen, mu_all, features, cfg, key) -> LatentResult:
     moved = moved_features_table(1 + beta, Fs.mean(0), features) if features is not None else None
     steering = {'source': cfg.source, 'target': cfg.target, 'lambda': lam, 'lambda_min': fit.cv.lambda_min, 'lambda_max': float(path.lams[0]),
                 'penalty': cfg.penalty, 'free': cfg.free, 'nonneg_alpha': cfg.nonneg_alpha, 'n_folds': cfg.n_folds, 'n_source_cells': int(src.sum()),
-                'duality_gap_relative': duality_gap(terms, beta, lam, fit.cv.weights, free, cfg.nonneg_alpha),
-                'kkt_violation_relative': kkt_violation(terms, beta, lam, fit.cv.weights, free, cfg.nonneg_alpha) / lam,
+                'duality_gap_relative': duality_gap(terms, b_l, lam, w_l, free_l, cfg.nonneg_alpha),
+                'kkt_violation_relative': kkt_violation(terms, b_l, lam, w_l, free_l, cfg.nonneg_alpha) / lam,
                 'max_fold_duality_gap_relative': float(np.max(path.gaps)),
                 'adam_objective_relative_excess': adam['excess'], 'adam_epochs': adam['epochs'],
                 'cv_minimum_at_grid_floor': fit.cv.i_min == len(fit.cv.lams) - 1, 'max_abs_alpha_minus_1': float(np.abs(beta).max()),
