@@ -29,13 +29,14 @@ BARS = {
 }
 
 # %% ../nbs/00_reference.ipynb #710c3ea4
-TOLERANCES = {'accuracy': 0.005, 'share': 1 / 64, 'p_value_factor': 2.0, 'relative': 1e-3, 'absolute': 1e-6}
+TOLERANCES = {'accuracy': 0.005, 'share': 1 / 64, 'p_value_factor': 2.0, 'excess': 1e-3, 'relative': 1e-3, 'absolute': 1e-6}
 
 def _kind(key:str) -> str:
     leaf = key.rsplit('.', 1)[-1]
     if 'accuracy' in leaf or leaf.endswith('_sd'): return 'accuracy'
     if leaf.startswith(('frac', 'share', 'fraction')) or '.share_by_size.' in f'.{key}.' and not leaf == 'size': return 'share'
     if leaf.endswith('_p') or leaf.startswith('p_') or 'pvalue' in leaf: return 'p_value'
+    if leaf.endswith('_excess'): return 'excess'
     return 'float'
 
 def close_enough(key:str, committed, recomputed) -> bool:
@@ -51,5 +52,6 @@ def close_enough(key:str, committed, recomputed) -> bool:
     kind = _kind(key)
     if kind == 'accuracy': return abs(a - b) <= TOLERANCES['accuracy'] + 1e-12
     if kind == 'share': return abs(a - b) <= TOLERANCES['share'] + 1e-12
+    if kind == 'excess': return abs(a - b) <= TOLERANCES['excess'] + 1e-12
     if kind == 'p_value': return a > 0 and b > 0 and abs(math.log(a / b)) <= math.log(TOLERANCES['p_value_factor'])
     return abs(a - b) <= max(TOLERANCES['absolute'], TOLERANCES['relative'] * abs(a))
