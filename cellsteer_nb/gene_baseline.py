@@ -158,7 +158,7 @@ def lambdas_for_sizes(terms, sizes, n_lams:int=60, eps:float=1e-4) -> np.ndarray
     path = lasso_path(terms, n_lams=n_lams, eps=eps)
     return np.array([path.lams[int(np.argmin(np.abs(path.nonzeros - n)))] for n in sizes])
 
-# %% ../nbs/08g_gene_baseline.ipynb #85864e23
+# %% ../nbs/08g_gene_baseline.ipynb #792407e8
 @dataclass
 class GeneBaselineConfig:
     "The gene-editing baseline: which genes each arm edits, and the sizes of the sparse fit and the controls."
@@ -173,11 +173,12 @@ class GeneBaselineConfig:
     n_grad_cells:int|None = 24      # source cells of that gradient (spread over the folds); None = all
     n_jacobian_cells:int = 8        # source cells whose Jacobians and edited embeddings drive every fit
     fd_step:float = 0.1             # forward-difference step (log1p CP10k)
-    size_factors:tuple = (0.5, 1.0, 1.5)  # edit sizes fitted: these multiples of the latent solution's moved features (at most n_candidates)
+    size_factors:tuple = (0.5, 1.0, 1.25) # edit sizes fitted: these multiples of the latent solution's moved features (at most n_candidates)
     max_iter:int = 3                # Gauss–Newton steps per fit
     radius:float = 1.0              # initial trust radius (log1p CP10k per gene and step)
     n_random:int = 20               # random-gene draws
-    n_eval_cells:int = 12           # source cells (spread over the folds) of the random draws, wrong targets, variants and expression readouts
+    n_eval_cells:int = 8            # source cells (spread over the folds) of the random draws, wrong targets, variants and expression readouts
+    variants:bool = True            # also the marker levels, single genes and recomputed depths
     n_random_expr:int = 1           # random draws also read out in expression space
     n_masks:int = 4                 # masked-context readout, as the expression step
     n_boot:int = 2000
@@ -185,9 +186,9 @@ class GeneBaselineConfig:
     batch_size:int = 32
     @classmethod
     def small(cls, **kw):
-        "The reduced set of `--small` runs and tests: fewer candidates, cells, sizes and draws, no wrong targets."
-        return cls(**{**dict(n_candidates=12, n_grad_cells=8, n_jacobian_cells=4, size_factors=(1.0,), max_iter=2, n_random=3,
-                             n_eval_cells=4, wrong_targets=(), n_boot=200), **kw})
+        "The reduced set of `--small` runs and tests: fewer candidates, cells, sizes and draws, no variants or wrong targets."
+        return cls(**{**dict(n_candidates=8, n_grad_cells=6, n_jacobian_cells=3, size_factors=(1.0,), max_iter=2, n_random=3,
+                             n_eval_cells=3, variants=False, wrong_targets=(), n_boot=200), **kw})
 
 # %% ../nbs/08g_gene_baseline.ipynb #082d2539
 @dataclass
@@ -197,7 +198,7 @@ class GeneBaselineResult(StepResult):
     curves:pd.DataFrame = field(default=None, metadata={'json': False})  # one row per (kind, size): held-out median shrink, share closer
     timings:dict = field(default=None, metadata={'json': False})         # seconds per phase of the (first, uncached) computation
 
-# %% ../nbs/08g_gene_baseline.ipynb #9f0b1372
+# %% ../nbs/08g_gene_baseline.ipynb #ea6023be
 GENE_DEPS = ('model', 'hooks', 'readout', 'steer', 'contrastive', 'latent', 'exprobj', 'expression', 'gene_baseline')
 
 def gene_baseline_step(adata, model, W_dec, lat, ex, cfg:GeneBaselineConfig=GeneBaselineConfig()) -> GeneBaselineResult:
@@ -243,7 +244,8 @@ def _marker_arms(cells:_Cells, adata, labels, up, down) -> tuple:
     Xt = dense(adata[labels == c.target].X).astype(np.float64)
     up_c, down_c = np.array([g[x] for x in up], int), np.array([g[x] for x in down], int)
     arms, cos = {}, {}
-    def add(name, cols, amounts, what, **kw): arms[name], cos[name] = cells.arm(apply_edit(vs, cols, amounts)[0], cols, edit=what, **kw)
+    def add(name, cols, amounts, what, main=False, **kw):
+        if main or c.variants: arms[name], cos[name] = cells.arm(apply_edit(vs, cols, amounts)[0], cols, edit=what, main=main, **kw)
     if len(up_c):
         for level in LEVELS:
             add('markers_up' + ('' if level == 'mean' else f'_{level}'), up_c, marker_levels(Xt, vs, up_c, level, c.source_multiple),
@@ -257,6 +259,7 @@ def _marker_arms(cells:_Cells, adata, labels, up, down) -> tuple:
     if len(up_c) and len(down_c):
         both, amounts = np.r_[up_c, down_c], np.r_[marker_levels(Xt, vs, up_c), np.zeros(len(down_c))]
         add('markers_up_source_down', both, amounts, f'overexpressed set to the {c.target} mean, deleted set to 0', main=True)
+    if len(up_c) and len(down_c) and c.variants:
         edited = apply_edit(vs, both, amounts)[0]
         depth = recomputed_depth(vs, edited, cells.depth)
         arms['markers_up_source_down_depth_recomputed'], cos['markers_up_source_down_depth_recomputed'] = cells.arm(
@@ -310,10 +313,13 @@ def _sparse_arms(cells:_Cells, Fs, W, lat) -> tuple:
              n_genes_edited_any_fold=len(changed), edit='δ added (fitted without the cell\'s fold), clipped at 0', n_clipped=clipped,
              n_candidates=len(cand), n_jacobian_cells=len(S), objective_unedited=info['objective_alpha1'], objective_fit=info['objective'],
              expression=cells.expression(edited[cells.E], cells.genes[changed]), **{'lambda': float(lam)})
-    depth = recomputed_depth(vs, edited, cells.depth)
-    md, cd = cells.score(cells.embed(edited, np.arange(n), depth))
-    md.update(n_genes_edited=m['n_genes_edited'], edit='as sparse_genes, read depth recomputed', depth_change_max=float(np.abs(depth - cells.depth).max()))
-    return {'sparse_genes': m, 'sparse_genes_depth_recomputed': md}, {'sparse_genes': cs, 'sparse_genes_depth_recomputed': cd}, pd.DataFrame(rows), d_all, cand
+    arms, cos = {'sparse_genes': m}, {'sparse_genes': cs}
+    if c.variants:
+        depth = recomputed_depth(vs, edited, cells.depth)
+        arms['sparse_genes_depth_recomputed'], cos['sparse_genes_depth_recomputed'] = cells.score(cells.embed(edited, np.arange(n), depth))
+        arms['sparse_genes_depth_recomputed'].update(n_genes_edited=m['n_genes_edited'], edit='as sparse_genes, read depth recomputed',
+                                                     depth_change_max=float(np.abs(depth - cells.depth).max()))
+    return arms, cos, pd.DataFrame(rows), d_all, cand
 
 def _random_arm(cells:_Cells, d_all, cand, rng) -> tuple:
     "(the random-gene arm: medians and 95th percentiles over draws, each draw's cosine shifts' median per evaluation cell) of the sparse edit's δ on random genes matched on mean expression."

@@ -261,7 +261,8 @@ def _gene_row(name:str, a:dict) -> str:
     ci = lambda k, fmt=_pct: f" {_ci(a[k + '_ci'], fmt)}" if a.get(k + '_ci') else ''
     ex = lambda k: ' / '.join(_pct(a.get('expression', {}).get(k, {}).get(f'{s}_correct_share')) for s in ('up', 'down')) if 'expression' in a else '—'
     p = a.get('cosine_shift_p')
-    return (f"| {name} | {a['n_genes_edited'] if 'n_genes_edited' in a else '—'} | {_pct(a['fraction_closer_heldout'])}{ci('fraction_closer_heldout')} "
+    n = a['n_genes_edited'] if 'n_genes_edited' in a else (f"({a['n_features_moved']} features)" if 'n_features_moved' in a else '(dense)')
+    return (f"| {name} | {n} | {_pct(a['fraction_closer_heldout'])}{ci('fraction_closer_heldout')} "
             f"| {_f(a['median_relative_shrink_heldout'])}{ci('median_relative_shrink_heldout', _f)} | {_f(a['median_shrink_to_source_centroid'])} "
             f"| {_pct(a['nearest_target_share_before'])} → {_pct(a['nearest_target_share_after'])} | {_pct(a.get('probe_flip'))} "
             f"| {_f(a['cosine_shift_mean'], 4)}{'' if p is None else f' (p = {p:.2g})'} | {ex('unmasked')} | {ex('masked')} |")
@@ -295,10 +296,11 @@ def _gene_baseline_lines(res:dict, figures:dict) -> list:
         f"scored exactly like the latent solution: the same {g['n_source_cells']} {S} cells, the same {g['n_folds']} folds (every cell scored by what was fitted",
         f"without its fold), the same unsteered centroids; z of an edited cell is the model's layer-12 embedding of the edited input (a forward pass).",
         'Inputs are log1p(CP10k) values; an edit sets or shifts them, and a value pushed below 0 is clipped at 0 (counted). Arms:', '',
-        *([f"- **markers_up**: {', '.join(g['markers_up'])} ({src(g['markers_from_de'])}) set to the {T} cells' mean; also to their 95th percentile and to a",
-           "  multiple of the source level (`_p95`, `_multiple`), and each gene alone (`marker_up_…`);"] if g['markers_up'] else []),
-        *([f"- **source_markers_down**: {', '.join(g['source_markers'])} ({src(g['source_markers_from_de'])}) set to 0 (deleted); **markers_up_source_down**: both edits,",
-           '  also with the read depth recomputed from the edited counts (`_depth_recomputed`; the other arms hold it fixed);'] if g['source_markers'] else []),
+        *([f"- **markers_up**: {', '.join(g['markers_up'])} ({src(g['markers_from_de'])}) set to the {T} cells' mean" + ('; also to their 95th percentile and to a'
+           if variants else ';'), *(["  multiple of the source level (`_p95`, `_multiple`), and each gene alone (`marker_up_…`);"] if variants else [])] if g['markers_up'] else []),
+        *([f"- **source_markers_down**: {', '.join(g['source_markers'])} ({src(g['source_markers_from_de'])}) set to 0 (deleted); **markers_up_source_down**: both edits"
+           + (',' if variants else ';'), *(['  also with the read depth recomputed from the edited counts (`_depth_recomputed`; the other arms hold it fixed);'] if variants else [])]
+          if g['source_markers'] else []),
         f"- **sparse_genes**: one edit δ shared by every cell, `min_δ mean_i ‖z_i(x_i + δ) − μ_{T}‖² + λ‖δ‖₁` with x + δ ≥ 0, fitted on the training folds by",
         f"  trust-region Gauss–Newton (each step the exact Lasso of the linearised objective, Broyden updates; the machinery of the expression objective),",
         f"  over the {sp['n_candidates']} genes with the largest gradient at δ = 0, Jacobians by forward differences on {sp['n_jacobian_cells']} cells; λ set so that",
