@@ -158,7 +158,7 @@ def lambdas_for_sizes(terms, sizes, n_lams:int=60, eps:float=1e-4) -> np.ndarray
     path = lasso_path(terms, n_lams=n_lams, eps=eps)
     return np.array([path.lams[int(np.argmin(np.abs(path.nonzeros - n)))] for n in sizes])
 
-# %% ../nbs/08g_gene_baseline.ipynb #792407e8
+# %% ../nbs/08g_gene_baseline.ipynb #de38ee4e
 @dataclass
 class GeneBaselineConfig:
     "The gene-editing baseline: which genes each arm edits, and the sizes of the sparse fit and the controls."
@@ -187,7 +187,7 @@ class GeneBaselineConfig:
     @classmethod
     def small(cls, **kw):
         "The reduced set of `--small` runs and tests: fewer candidates, cells, sizes and draws, no variants or wrong targets."
-        return cls(**{**dict(n_candidates=8, n_grad_cells=6, n_jacobian_cells=3, size_factors=(1.0,), max_iter=2, n_random=3,
+        return cls(**{**dict(n_candidates=8, n_grad_cells=6, n_jacobian_cells=3, size_factors=(1.0,), max_iter=4, n_random=3,
                              n_eval_cells=3, variants=False, wrong_targets=(), n_boot=200), **kw})
 
 # %% ../nbs/08g_gene_baseline.ipynb #082d2539
