@@ -370,8 +370,8 @@ def _gene_baseline(adata, model, labels, Z, F, W, cen, mu_all, lat, ex, cfg) -> 
     t3 = time.perf_counter()
     return GeneBaselineResult(gb, curves, {'markers_s': t1 - t0, 'sparse_s': t2 - t1, 'random_s': t3 - t2, 'total_s': t3 - t0})
 
-# %% ../nbs/08g_gene_baseline.ipynb #9860f25d
-GENE_ARMS = ('markers_up', 'markers_up_p95', 'markers_up_multiple', 'source_markers_down', 'markers_up_source_down', 'sparse_genes')
+# %% ../nbs/08g_gene_baseline.ipynb #cd237c0f
+GENE_ARMS = ('markers_up', 'source_markers_down', 'markers_up_source_down', 'sparse_genes')  # the contenders: scored on every source cell, like the SAE solution
 VERDICT_METRICS = {'fraction_closer_heldout': 'share closer to the target', 'median_relative_shrink_heldout': 'median relative shrink toward the target',
                    'median_shrink_to_source_centroid': "median shrink toward the source centroid (collapse; lower wins)",
                    'nearest_target_share_after': 'share nearest the target centroid after', 'probe_flip': 'probe flip',
