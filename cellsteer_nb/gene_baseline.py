@@ -158,7 +158,7 @@ def lambdas_for_sizes(terms, sizes, n_lams:int=60, eps:float=1e-4) -> np.ndarray
     path = lasso_path(terms, n_lams=n_lams, eps=eps)
     return np.array([path.lams[int(np.argmin(np.abs(path.nonzeros - n)))] for n in sizes])
 
-# %% ../nbs/08g_gene_baseline.ipynb #de38ee4e
+# %% ../nbs/08g_gene_baseline.ipynb #2514686d
 @dataclass
 class GeneBaselineConfig:
     "The gene-editing baseline: which genes each arm edits, and the sizes of the sparse fit and the controls."
@@ -173,7 +173,7 @@ class GeneBaselineConfig:
     n_grad_cells:int|None = 24      # source cells of that gradient (spread over the folds); None = all
     n_jacobian_cells:int = 8        # source cells whose Jacobians and edited embeddings drive every fit
     fd_step:float = 0.1             # forward-difference step (log1p CP10k)
-    size_factors:tuple = (0.5, 1.0, 1.25) # edit sizes fitted: these multiples of the latent solution's moved features (at most n_candidates)
+    size_factors:tuple = (0.5, 1.0)   # edit sizes fitted: these multiples of the latent solution's moved features (at most n_candidates)
     max_iter:int = 3                # Gauss–Newton steps per fit
     radius:float = 1.0              # initial trust radius (log1p CP10k per gene and step)
     n_random:int = 20               # random-gene draws
