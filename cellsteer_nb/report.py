@@ -16,7 +16,7 @@ from .reference import SEED, SEED_MODEL, BARS
 from .pipeline import staged_output, report_config, foundation_results, analysis_results, training_figures
 from .browser import BROWSER_SCREENSHOT, write_browser
 from .expression import READOUT_NAMES
-from .gene_baseline import VERDICT_METRICS, arm_verdicts
+from .gene_baseline import GENE_ARMS, VERDICT_METRICS, arm_verdicts
 
 # %% ../nbs/09_report.ipynb #d25270da
 def _f(x, nd=3): return '—' if x is None else (f'{x:.{nd}f}' if isinstance(x, float) else f'{x:,}')
@@ -283,6 +283,14 @@ def _verdict_line(v:dict) -> str:
     ci = '' if v['ci_overlap'] is None else ('; the 95% CIs overlap' if v['ci_overlap'] else '; the 95% CIs do not overlap')
     return f"- {name}: SAE features {fmt(v['sae_features'])}, best gene arm ({v['best_gene_arm']}) {fmt(v['gene_value'])}: {win}{ci}."
 
+def _shared_shift_lines(arms:dict, S:str, T:str) -> list:
+    "How the gene arms' shrink compares with the oracle's, the bound of a shift shared by every cell."
+    o, best = arms['oracle']['median_relative_shrink_heldout'], max((arms[a]['median_relative_shrink_heldout'], a) for a in GENE_ARMS if a in arms)
+    return [f"The oracle shows what one shift shared by every cell achieves: it brings the {S} centroid onto {T}'s but leaves each cell's own offset,",
+            f"for a median shrink of {_f(o)}; the best gene arm ({best[1]}) reaches {_f(best[0])}" + (' — about as far.' if best[0] >= 0.5 * o else '.'),
+            f"The SAE solution acts through each cell's own feature means, so it can also shrink those offsets; its median shrink toward the {S} centroid",
+            f"({_f(arms['sae_features']['median_shrink_to_source_centroid'])}) shows how much of its movement pulls the cells together.", '']
+
 def _gene_baseline_lines(res:dict, figures:dict) -> list:
     g, S, T = res['gene_baseline'], *_names(res)
     arms, ms = g['arms'], g['matched_sparsity']
@@ -322,7 +330,7 @@ def _gene_baseline_lines(res:dict, figures:dict) -> list:
           if arms.get('markers_up', {}).get('wrong_target') else []),
         f"At matched sparsity ({ms['n_genes']} genes, {ms['n_features']} features): share closer {_pct(ms['fraction_closer_genes'])} editing genes, {_pct(ms['fraction_closer_features'])} steering features;"
         f" median shrink {_f(ms['median_relative_shrink_genes'])} and {_f(ms['median_relative_shrink_features'])}. Verdict per metric (SAE features against the best gene arm on that metric):", '',
-        *[_verdict_line(v) for v in arm_verdicts(arms)], '',
+        *[_verdict_line(v) for v in arm_verdicts(arms)], '', *_shared_shift_lines(arms, S, T),
         f"![held-out shrink against sparsity]({figures['gene_sparsity']})", '',
         f'*Held-out median relative shrink toward {T} (left) and share of {S} cells closer to {T} (right) against the number of input genes edited (grey: the sparse edit refitted at each size) and of SAE features moved (red: the Lasso on features refitted to move as many, `latent.crossfit_at_count`); every cell scored by the fit without its fold.*', '']
 
