@@ -311,7 +311,7 @@ def _gene_baseline_lines(res:dict, figures:dict) -> list:
           if g['source_markers'] else []),
         f"- **sparse_genes**: one edit δ shared by every cell, `min_δ mean_i ‖z_i(x_i + δ) − μ_{T}‖² + λ‖δ‖₁` with x + δ ≥ 0, fitted on the training folds by",
         f"  trust-region Gauss–Newton (each step the exact Lasso of the linearised objective, Broyden updates; the machinery of the expression objective),",
-        f"  over the {sp['n_candidates']} genes with the largest gradient at δ = 0, Jacobians by forward differences on {sp['n_jacobian_cells']} cells; λ set so that",
+        f"  over the {sp['n_candidates']} genes with the largest gradient at δ = 0 (chosen once from cells of every fold), Jacobians by forward differences on {sp['n_jacobian_cells']} cells; λ set so that",
         f"  {sp['n_genes_edited']} genes are edited, to match the {ms['n_features']} features the latent solution moves ({sp['n_genes_edited_any_fold']} genes edited in some fold fit;",
         f"  {_f(sp['n_clipped'])} values clipped at 0);",
         f"- **random_genes**: the sparse edit's δ added to as many random genes, each matched on mean expression to an edited gene, {rd['n_draws']} draws",
