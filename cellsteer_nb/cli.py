@@ -77,7 +77,7 @@ def load_inputs(data, label_key:str, source:str, target:str, markers=(), checkpo
     if absent: raise InputError(f"--markers: {', '.join(absent)} not in the model's gene panel ({len(genes)} genes): drop them or pass others")
     sae_model = _checked(f'--sae {sae}', load_sae, sae, expect=sae_metadata(checkpoint, layer))
     wrong = wrong_targets(adata.obs[CELL_TYPE_KEY].value_counts(), source, target, min_cells=MIN_GROUP_CELLS)
-    cfg = report_config(small, source, target, markers, wrong, seed, layer)
+    cfg = report_config(small, source, target, markers, wrong, seed, layer, source_markers=())   # genes deleted by the gene baseline: the source's top DE genes
     if small: adata = subsample_types(adata, cfg['n_per_type'], seed)
     return adata, model.to(device), sae_model.to(device), cfg
 
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument('--label-key', required=True, metavar='KEY', help='obs column holding the cell labels')
     r.add_argument('--source', required=True, metavar='LABEL', help='label of the cells to steer')
     r.add_argument('--target', required=True, metavar='LABEL', help='label of the cells to steer toward')
-    r.add_argument('--markers', default='', metavar='G1,G2', help='comma-separated genes whose gap fractions are reported (default: none)')
+    r.add_argument('--markers', default='', metavar='G1,G2', help='comma-separated genes whose gap fractions are reported and that the gene-editing baseline overexpresses (default: none reported; the target\'s top up-regulated DE genes overexpressed)')
     r.add_argument('--out', required=True, metavar='DIR', help='output folder (created if missing; files of an earlier run are replaced only when this run completes)')
     r.add_argument('--small', action='store_true', help='reduced configuration for quick looks and tests: at most 20 cells per label, 2 × 5 probe folds, 3 control draws, 200 bootstrap resamples, no Adam comparison')
     r.add_argument('--checkpoint', default=None, metavar='DIR', help='model checkpoint folder (model.safetensors, config.json, genes.txt); default: the embedded 18 × 64 model')

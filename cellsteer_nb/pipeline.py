@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['OTHER_SEED_SAE', 'ACT_EDGES', 'EFFECT_ALPHAS', 'staged_output', 'report_config', 'foundation_results',
-           'probe_results', 'steering_results', 'expression_results', 'nonzero_histograms', 'feature_histograms',
-           'mean_by_label', 'top_cells_by_feature', 'decoder_neighbours', 'effect_genes', 'steer_alone',
-           'feature_effects', 'FeatureAtlas', 'feature_atlas', 'analysis_results', 'training_figures']
+           'probe_results', 'steering_results', 'expression_config', 'expression_results', 'gene_baseline_results',
+           'nonzero_histograms', 'feature_histograms', 'mean_by_label', 'top_cells_by_feature', 'decoder_neighbours',
+           'effect_genes', 'steer_alone', 'feature_effects', 'FeatureAtlas', 'feature_atlas', 'analysis_results',
+           'training_figures']
 
 # %% ../nbs/08e_pipeline.ipynb #a9faa853
 import glob, os, shutil, tempfile, time
@@ -31,6 +32,7 @@ from .latent import (SteeringConfig, latent_step, steering_options, seed_stabili
 from .readout import residual_at
 from .expression import ExpressionConfig, expression_step, score_steered, plot_topn_curves, plot_gap_scatter
 from .exprobj import ExprObjConfig, expression_objective_step
+from .gene_baseline import GeneBaselineConfig, gene_baseline_step, plot_sparsity
 from .single_feature import (SingleFeatureConfig, single_feature_step, top_cells, sweep_readouts, paired_de, top_de_genes,
                                          plot_dose_response, plot_volcano)
 
@@ -56,9 +58,9 @@ def staged_output(out):
 
 # %% ../nbs/08e_pipeline.ipynb #67986a15
 def report_config(small:bool=False, source:str=SOURCE, target:str=TARGET, markers=('CD8A', 'CD8B'), wrong_targets=('B', 'Monocyte', 'Dendritic'),
-                  seed:int=0, layer:int=DEFAULT_LAYER) -> dict:
-    "Parameters of a run: the pair of labels, the genes whose gap fractions are reported, the wrong targets of the controls, and the sizes."
-    return {'source': source, 'target': target, 'markers': list(markers), 'wrong_targets': list(wrong_targets),
+                  seed:int=0, layer:int=DEFAULT_LAYER, source_markers=('CD4',)) -> dict:
+    "Parameters of a run: the pair of labels, the genes whose gap fractions are reported (and that the gene baseline overexpresses), the genes it deletes, the wrong targets of the controls, and the sizes."
+    return {'source': source, 'target': target, 'markers': list(markers), 'source_markers': list(source_markers), 'wrong_targets': list(wrong_targets),
             'small': small, 'n_per_type': 20 if small else None, 'probe_repeats': 2 if small else 10, 'probe_splits': 5,
             'probe_C': 1.0, 'seed': seed, 'layer': layer, 'extract_timing_cells': 16 if small else 64,
             'sae_timing_steps': 20 if small else 100, 'steer_random_draws': 3 if small else 20, 'steer_compare_adam': not small, 'steer_boot': 200 if small else 2000,
@@ -131,11 +133,15 @@ def steering_results(cfg:dict, adata, model, sae, features, coords, reducer, out
     return {'steering': steering, 'go': lat.go}, lat.timings, figures, lat
 
 # %% ../nbs/08e_pipeline.ipynb #4fde33d8
+def expression_config(cfg:dict) -> ExpressionConfig:
+    "The expression step's configuration of a run."
+    return ExpressionConfig(source=cfg['source'], target=cfg['target'], n_target=cfg['expr_n_target'], n_null=cfg['expr_null_draws'],
+                            n_boot=cfg['expr_boot'], markers=tuple(cfg['markers']), seed=cfg['seed'])
+
 def expression_results(cfg:dict, adata, model, sae, lat, features, out:Path, extras:bool=True) -> tuple:
     "(results `{'expression'}` and with `extras` `{'expression_objective', 'final_layer', 'single_feature'}`, timings, figure paths, the `SingleFeatureResult` or None) of the expression-space steps; figures under `out`."
     t0 = time.perf_counter()
-    ex = expression_step(adata, model, sae, lat, ExpressionConfig(source=cfg['source'], target=cfg['target'], n_target=cfg['expr_n_target'], n_null=cfg['expr_null_draws'],
-                                                                  n_boot=cfg['expr_boot'], markers=tuple(cfg['markers']), seed=cfg['seed']))
+    ex = expression_step(adata, model, sae, lat, expression_config(cfg))
     t1 = time.perf_counter()
     figures = {'expr_topn': 'figures/expression_topn.png', 'expr_scatter': 'figures/expression_shift_vs_effect.png'}
     save_figure(plot_topn_curves(ex.curves, source=cfg['source'], target=cfg['target']), out/figures['expr_topn'])
@@ -153,6 +159,19 @@ def expression_results(cfg:dict, adata, model, sae, lat, features, out:Path, ext
     save_figure(plot_volcano(sf.signatures, sf.picks), out/figures['single_volcano'])
     results = {**ex.to_json(), 'expression_objective': eo_json, 'final_layer': eo.final_layer, 'single_feature': sf.to_json()}
     return results, {'expression_s': t1 - t0, 'expression_objective_s': t2 - t1, 'single_feature_s': time.perf_counter() - t2}, figures, sf
+
+# %% ../nbs/08e_pipeline.ipynb #a3c67368
+def gene_baseline_results(cfg:dict, adata, model, sae, lat, out:Path) -> tuple:
+    """(results `{'gene_baseline'}`, timings, figure paths) of editing input genes against the latent solution `lat`
+    (`gene_baseline.gene_baseline_step`: the reduced set when `cfg['small']`); the sparsity figure under `out`."""
+    t0 = time.perf_counter()
+    ex = expression_step(adata, model, sae, lat, expression_config(cfg))   # cached: the expression step's result
+    kw = dict(source=cfg['source'], target=cfg['target'], markers=tuple(cfg['markers']), source_markers=tuple(cfg.get('source_markers', ())), seed=cfg['seed'])
+    gcfg = GeneBaselineConfig.small(**kw) if cfg['small'] else GeneBaselineConfig(wrong_targets=tuple(cfg['wrong_targets']), **kw)
+    gb = gene_baseline_step(adata, model, sae.W_dec.detach().cpu().numpy(), lat, ex, gcfg)
+    figures = {'gene_sparsity': 'figures/gene_baseline_sparsity.png'}
+    save_figure(plot_sparsity(gb.curves, cfg['source'], cfg['target'], lat.steering['n_moved_features']), out/figures['gene_sparsity'])
+    return gb.to_json(), {'gene_baseline_s': time.perf_counter() - t0}, figures
 
 # %% ../nbs/08e_pipeline.ipynb #620f8441
 ACT_EDGES = np.logspace(-4, 3, 57)  # bins of the non-zero activation histograms: 8 per decade, 1e-4 … 1e3 (values beyond go to the end bins)
@@ -287,7 +306,8 @@ def feature_atlas(cfg:dict, adata, model, sae, ann, # `annotation_step`'s result
 def analysis_results(cfg:dict, adata, model, sae, out:Path, checkpoint=DEFAULT_CHECKPOINT, extras:bool=True, log=None) -> tuple:
     "(results, timings, figure paths, `FeatureAtlas`) of every step on `adata`, steering `cfg['source']` toward `cfg['target']`; writes `features.csv`, `steering_alpha.csv` and `figures/` under `out`."
     steps = ['layer-12 embedding and probe', 'SAE quality on these cells', 'GO annotation of SAE features', 'UMAP of the layer-12 embedding',
-             'latent steering with its controls', 'expression-space evaluation' + (', expression objective, single features' if extras else ''), 'per-feature data for the browser']
+             'latent steering with its controls', 'expression-space evaluation' + (', expression objective, single features' if extras else ''), 'editing genes vs steering features',
+             'per-feature data for the browser']
     say = (lambda i: log(f'[{i + 1}/{len(steps)}] {steps[i]}')) if log else (lambda i: None)
     t0 = time.perf_counter()
     say(0); res = probe_results(cfg, adata, model)
@@ -301,9 +321,10 @@ def analysis_results(cfg:dict, adata, model, sae, out:Path, checkpoint=DEFAULT_C
     save_figure(plot_embedding(coords, adata.obs[CELL_TYPE_KEY], f"layer-{cfg['layer']} cell embedding (UMAP)", cfg['source'], cfg['target']), out/figures['umap'])
     say(4); steer, t_steer, f_steer, lat = steering_results(cfg, adata, model, sae, ann.table, coords, reducer, out, checkpoint)
     say(5); expr, t_expr, f_expr, sf = expression_results(cfg, adata, model, sae, lat, ann.table, out, extras)
-    say(6); t1 = time.perf_counter(); atlas = feature_atlas(cfg, adata, model, sae, ann, coords, lat, sf)
+    say(6); genes, t_genes, f_genes = gene_baseline_results(cfg, adata, model, sae, lat, out)
+    say(7); t1 = time.perf_counter(); atlas = feature_atlas(cfg, adata, model, sae, ann, coords, lat, sf)
     timings['feature_atlas_s'] = time.perf_counter() - t1
-    res.update(steer); res.update(expr); timings.update(t_steer); timings.update(t_expr); figures.update(f_steer); figures.update(f_expr)
+    for r, t, f in ((steer, t_steer, f_steer), (expr, t_expr, f_expr), (genes, t_genes, f_genes)): res.update(r); timings.update(t); figures.update(f)
     timings['analysis_s'] = time.perf_counter() - t0
     return res, timings, figures, atlas
 

@@ -15,6 +15,8 @@ from .sae import DEFAULT_SAE, load_sae, sae_metadata
 from .reference import SEED, SEED_MODEL, BARS
 from .pipeline import staged_output, report_config, foundation_results, analysis_results, training_figures
 from .browser import BROWSER_SCREENSHOT, write_browser
+from .expression import READOUT_NAMES
+from .gene_baseline import GENE_ARMS, VERDICT_METRICS, arm_verdicts
 
 # %% ../nbs/09_report.ipynb #d25270da
 def _f(x, nd=3): return '—' if x is None else (f'{x:.{nd}f}' if isinstance(x, float) else f'{x:,}')
@@ -253,6 +255,86 @@ def _expression_lines(res:dict, figures:dict) -> list:
     return lines
 
 
+# %% ../nbs/09_report.ipynb #ea37cd91
+def _gene_row(name:str, a:dict) -> str:
+    "One arm's row of the gene-baseline table."
+    ci = lambda k, fmt=_pct: f" {_ci(a[k + '_ci'], fmt)}" if a.get(k + '_ci') else ''
+    ex = lambda k: ' / '.join(_pct(a.get('expression', {}).get(k, {}).get(f'{s}_correct_share')) for s in ('up', 'down')) if 'expression' in a else '—'
+    p = a.get('cosine_shift_p')
+    n = a['n_genes_edited'] if 'n_genes_edited' in a else (f"({a['n_features_moved']} features)" if 'n_features_moved' in a else '(dense)')
+    return (f"| {name} | {n} | {_pct(a['fraction_closer_heldout'])}{ci('fraction_closer_heldout')} "
+            f"| {_f(a['median_relative_shrink_heldout'])}{ci('median_relative_shrink_heldout', _f)} | {_f(a['median_shrink_to_source_centroid'])} "
+            f"| {_pct(a['nearest_target_share_before'])} → {_pct(a['nearest_target_share_after'])} | {_pct(a.get('probe_flip'))} "
+            f"| {_f(a['cosine_shift_mean'], 4)}{'' if p is None else f' (p = {p:.2g})'} | {ex('unmasked')} | {ex('masked')} |")
+
+def _variant_row(name:str, a:dict) -> str:
+    "One row of the variants' table."
+    depth = f" (log10 depth moved by at most {a['depth_change_max']:.2g})" if 'depth_change_max' in a else ''
+    return (f"| {name} | {', '.join(a.get('genes', [])) or a['n_genes_edited']} | {a.get('edit', '')}{depth} | {_pct(a['fraction_closer_heldout'])} "
+            f"| {_f(a['median_relative_shrink_heldout'])} | {_f(a['cosine_shift_mean'], 4)} |")
+
+def _verdict_line(v:dict) -> str:
+    "A plain verdict on one metric: which wins, by how much, CIs overlapping or not."
+    share = not v['metric'].startswith(('median_relative', 'median_shrink', 'cosine'))
+    fmt, by = (_pct, f"{100 * v['margin']:.1f} points") if share else ((lambda x: _f(x, 4 if 'cosine' in v['metric'] else 3)), f"{v['margin']:.3g}")
+    kind, side = (v['metric'].split('.')[1], v['metric'].split('.')[2].split('_')[0]) if v['metric'].startswith('expression.') else (None, None)
+    name = VERDICT_METRICS.get(v['metric']) or f"share of the DE genes {side} in the target moved the real way ({READOUT_NAMES[kind]}, edited genes left out)"
+    win = 'a tie' if v['winner'] == 'tie' else f"**{v['winner']}** by {by}"
+    ci = '' if v['ci_overlap'] is None else ('; the 95% CIs overlap' if v['ci_overlap'] else '; the 95% CIs do not overlap')
+    return f"- {name}: SAE features {fmt(v['sae_features'])}, best gene arm ({v['best_gene_arm']}) {fmt(v['gene_value'])}: {win}{ci}."
+
+def _shared_shift_lines(arms:dict, S:str, T:str) -> list:
+    "How the gene arms' shrink compares with the oracle's, the bound of a shift shared by every cell."
+    o, best = arms['oracle']['median_relative_shrink_heldout'], max((arms[a]['median_relative_shrink_heldout'], a) for a in GENE_ARMS if a in arms)
+    return [f"The oracle shows what one shift shared by every cell achieves: it brings the {S} centroid onto {T}'s but leaves each cell's own offset,",
+            f"for a median shrink of {_f(o)}; the best gene arm ({best[1]}) reaches {_f(best[0])}" + (' — about as far.' if best[0] >= 0.5 * o else '.'),
+            f"The SAE solution acts through each cell's own feature means, so it can also shrink those offsets; its median shrink toward the {S} centroid",
+            f"({_f(arms['sae_features']['median_shrink_to_source_centroid'])}) shows how much of its movement pulls the cells together.", '']
+
+def _gene_baseline_lines(res:dict, figures:dict) -> list:
+    g, S, T = res['gene_baseline'], *_names(res)
+    arms, ms = g['arms'], g['matched_sparsity']
+    sp, rd = arms['sparse_genes'], arms['random_genes']
+    main = [a for a in ('sae_features', 'oracle', 'markers_up', 'source_markers_down', 'markers_up_source_down', 'sparse_genes', 'random_genes') if a in arms]
+    variants = [a for a in arms if a not in main]
+    src = lambda flag: 'the top DE genes' if flag else 'given'
+    return ['## Editing genes vs steering features', '',
+        f"Would editing the model's input do as well as steering SAE features? Geneformer's in-silico perturbation overexpresses or deletes genes in its",
+        'input and measures the shift of the cell embedding\'s cosine similarity to a goal-state centroid against random genes. Here each edit is',
+        f"scored exactly like the latent solution: the same {g['n_source_cells']} {S} cells, the same {g['n_folds']} folds (every cell scored by what was fitted",
+        f"without its fold), the same unsteered centroids; z of an edited cell is the model's layer-12 embedding of the edited input (a forward pass).",
+        'Inputs are log1p(CP10k) values; an edit sets or shifts them, and a value pushed below 0 is clipped at 0 (counted). Arms:', '',
+        *([f"- **markers_up**: {', '.join(g['markers_up'])} ({src(g['markers_from_de'])}) set to the {T} cells' mean" + ('; also to their 95th percentile and to a'
+           if variants else ';'), *(["  multiple of the source level (`_p95`, `_multiple`), and each gene alone (`marker_up_…`);"] if variants else [])] if g['markers_up'] else []),
+        *([f"- **source_markers_down**: {', '.join(g['source_markers'])} ({src(g['source_markers_from_de'])}) set to 0 (deleted); **markers_up_source_down**: both edits"
+           + (',' if variants else ';'), *(['  also with the read depth recomputed from the edited counts (`_depth_recomputed`; the other arms hold it fixed);'] if variants else [])]
+          if g['source_markers'] else []),
+        f"- **sparse_genes**: one edit δ shared by every cell, `min_δ mean_i ‖z_i(x_i + δ) − μ_{T}‖² + λ‖δ‖₁` with x + δ ≥ 0, fitted on the training folds by",
+        f"  trust-region Gauss–Newton (each step the exact Lasso of the linearised objective, Broyden updates; the machinery of the expression objective),",
+        f"  over the {sp['n_candidates']} genes with the largest gradient at δ = 0 (chosen once from cells of every fold), Jacobians by forward differences on {sp['n_jacobian_cells']} cells; λ set so that",
+        f"  {sp['n_genes_edited']} genes are edited, to match the {ms['n_features']} features the latent solution moves ({sp['n_genes_edited_any_fold']} genes edited in some fold fit;",
+        f"  {_f(sp['n_clipped'])} values clipped at 0);",
+        f"- **random_genes**: the sparse edit's δ added to as many random genes, each matched on mean expression to an edited gene, {rd['n_draws']} draws",
+        f"  (median over draws; 95th percentile of the median shrink {_f(rd['median_relative_shrink_heldout_p95'])}, of the share closer {_pct(rd['fraction_closer_heldout_p95'])});",
+        f"- references: **sae_features** (the latent solution, {ms['n_features']} features) and **oracle** (μ_{T} − μ_{S} added at layer 12: the dense upper reference).", '',
+        *[f'*{n}*' for n in g['notes']], *([''] if g['notes'] else []),
+        f"The random draws, the variants and the expression readouts run on {g['n_eval_cells']} of the {S} cells spread over the folds (the cosine p of every arm is a",
+        'Wilcoxon signed-rank test on those cells against the median random draw); the expression shares leave out the edited genes (otherwise the',
+        'gene arms score themselves).', '',
+        f'| arm | genes edited | share closer to {T} [95% CI] | median shrink toward {T} [95% CI] | toward the {S} centroid | nearest {T}: before → after | probe flip | cosine shift (p vs random) | DE genes moved the real way, up / down: unmasked | masked-context |',
+        '|---|---|---|---|---|---|---|---|---|---|', *[_gene_row(a, arms[a]) for a in main], '',
+        *([f'| variant ({g["n_eval_cells"]} cells) | genes | edit | share closer | median shrink toward {T} | cosine shift |', '|---|---|---|---|---|---|',
+           *[_variant_row(a, arms[a]) for a in variants], ''] if variants else []),
+        *([f"Specificity: {T}'s markers bring {_pct(arms['markers_up']['fraction_closer_heldout'])} of the cells closer to {T}; each wrong target's own top markers set to its mean bring "
+           + '; '.join(f"{L} ({', '.join(w['genes'])}): {_pct(w['fraction_closer_to_target'])} closer to {T}, {_pct(w['fraction_closer_to_wrong_target'])} closer to {L}" for L, w in arms['markers_up']['wrong_target'].items()) + '.', '']
+          if arms.get('markers_up', {}).get('wrong_target') else []),
+        f"At matched sparsity ({ms['n_genes']} genes, {ms['n_features']} features): share closer {_pct(ms['fraction_closer_genes'])} editing genes, {_pct(ms['fraction_closer_features'])} steering features;"
+        f" median shrink {_f(ms['median_relative_shrink_genes'])} and {_f(ms['median_relative_shrink_features'])}. Verdict per metric (SAE features against the best gene arm on that metric):", '',
+        *[_verdict_line(v) for v in arm_verdicts(arms)], '', *_shared_shift_lines(arms, S, T),
+        f"![held-out shrink against sparsity]({figures['gene_sparsity']})", '',
+        f'*Held-out median relative shrink toward {T} (left) and share of {S} cells closer to {T} (right) against the number of input genes edited (grey: the sparse edit refitted at each size) and of SAE features moved (red: the Lasso on features refitted to move as many, `latent.crossfit_at_count`); every cell scored by the fit without its fold.*', '']
+
+
 # %% ../nbs/09_report.ipynb #ba6b3efe
 def _masked_reference_lines(m:dict|None) -> list:
     "What the reduction costs on the masked-context readout: a long fit on a sample of cells against the report's configuration and a larger one."
@@ -432,6 +514,7 @@ def render_report(res:dict, figures:dict, exprobj_reference:dict|None=None) -> s
         *_annotation_lines(res['sae'], figures, _names(res)),
         *(_steering_lines(res, figures) if 'steering' in res else []),
         *(_expression_lines(res, figures) if 'expression' in res else []),
+        *(_gene_baseline_lines(res, figures) if 'gene_baseline' in res else []),
         *(_expression_objective_lines(res, exprobj_reference) if 'expression_objective' in res else []),
         *(_single_feature_lines(res['single_feature'], figures) if 'single_feature' in res else []),
         *_browser_lines(figures),

@@ -42,12 +42,13 @@ def test_untuned_pair_runs_and_writes_everything(first_run):
     assert 0 <= res['steering']['fraction_closer_heldout'] <= 1
     assert (res['config']['source'], res['config']['target'], res['data']['label_key']) == ('CD14+ Monocyte', 'Dendritic', 'bulk_labels')
     assert res['config']['wrong_targets'] == ['CD19+ B', 'CD4+/CD25 T Reg', 'CD8+ Cytotoxic T']
-    for k in ('probe', 'sae', 'go', 'steering', 'expression'): assert k in res, k
+    for k in ('probe', 'sae', 'go', 'steering', 'expression', 'gene_baseline'): assert k in res, k
+    assert res['gene_baseline']['markers_from_de'] and res['gene_baseline']['source_markers_from_de']   # no --markers: the pair's own DE genes
     for f in ('report.md', 'features.csv', 'steering_alpha.csv', 'timings.json', 'figures/steering_umap.png', 'figures/expression_topn.png'): assert (out/f).exists(), f
     for f in ('browser/index.html', 'browser/feature.html', 'browser/steering.html', 'browser/data/index.js', 'browser/img/umap.png'): assert (out/f).exists(), f
     assert len(list((out/'browser/data/f').iterdir())) == res['sae']['n_features']   # every feature has its page's data
     md = (out/'report.md').read_text()
-    assert md.startswith('# Steering CD14+ Monocyte cells toward Dendritic') and 'CD8-relevant' not in md
+    assert md.startswith('# Steering CD14+ Monocyte cells toward Dendritic') and 'CD8-relevant' not in md and '## Editing genes vs steering features' in md
     a = ad.read_h5ad(out/'cellsteer.h5ad')
     assert {'X_cellsteer_L12', 'X_cellsteer_fbar'} <= set(a.obsm) and 'cellsteer_steered' in a.layers
     assert {'cellsteer_steer', 'cellsteer_de'} <= set(a.uns) and len(a.uns['cellsteer_steer']['alpha']) == res['sae']['n_features']
