@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 import numpy as np, pandas as pd, torch
 from scipy.stats import wilcoxon
-from .core import EMBED_UNS, DEFAULT_LAYER, SOURCE, TARGET, StepResult, batches, cache_key, cached_object, dense, model_fingerprint, type_colour
-from .model import model_inputs
+from .core import EMBED_UNS, DEFAULT_LAYER, SOURCE, TARGET, StepResult, batches, cache_key, cached_object, model_fingerprint, type_colour
+from .source import source_for
 from .readout import READOUTS, complementary_masks, masked_context, masked_values, residual_at, run_from
 from .contrastive import lasso_path
 from .steer import embedding_shift
@@ -206,7 +206,7 @@ def gene_baseline_step(adata, model, W_dec, lat, ex, cfg:GeneBaselineConfig=Gene
     on the latent step's source cells, folds and centroids (`lat`, a `latent.LatentResult`) and in expression space against `ex`
     (an `expression.ExpressionResult` of `lat`); cached on disk by inputs, configuration and code."""
     labels, Z, F, W, cen, mu_all = steering_inputs(adata, W_dec)
-    key = cache_key('gene-baseline', lat.key, dense(adata.X), labels, model_fingerprint(model), W, ex.de, ex.unsteered, ex.target_mean,
+    key = cache_key('gene-baseline', lat.key, source_for(adata, model).fingerprint(), labels, model_fingerprint(model), W, ex.de, ex.unsteered, ex.target_mean,
                     ex.steered, adata.uns[EMBED_UNS]['params']['layer'], cfg, deps=GENE_DEPS)
     return cached_object('gene_baseline', key, lambda: _gene_baseline(adata, model, labels, Z, F, W, cen, mu_all, lat, ex, cfg))
 
@@ -214,9 +214,13 @@ class _Cells:
     "The source cells of one run and how an arm on them is embedded, read out and scored (shared by the three groups of arms)."
     def __init__(self, adata, model, labels, Z, cen, mu_all, lat, ex, cfg):
         src, self.cfg, self.cen, self.mu_all, self.ex, self.model = labels == cfg.source, cfg, cen, mu_all, ex, model
-        self.values, self.depth = (t.numpy() for t in model_inputs(adata[src], model))
+        self.source = source_for(adata, model)
+        b = self.source.inputs(np.flatnonzero(src)); self.values, self.depth = b.values.numpy(), b.depth.numpy()
         self.genes, self.Zs, self.Zt, self.folds = np.asarray(adata.var_names), Z[src], Z[labels == cfg.target], lat.fit.cv.folds
         self.layer, self.E = adata.uns[EMBED_UNS]['params']['layer'], spread_sample(self.folds, cfg.n_eval_cells, cfg.seed)
+    def inputs(self, cells) -> np.ndarray:
+        "Model input values `(cells, panel genes)` of the cells where the boolean mask `cells` is true, read through the cell source."
+        return self.source.inputs(np.flatnonzero(cells)).values.numpy()
     def embed(self, values, rows, depth=None) -> np.ndarray:
         "Embeddings z of edited inputs of the source cells `rows` (their own depth unless `depth` is given)."
         return edited_outputs(self.model, values, self.depth[rows] if depth is None else depth, self.layer, batch_size=self.cfg.batch_size)['z']
@@ -241,7 +245,7 @@ class _Cells:
 def _marker_arms(cells:_Cells, adata, labels, up, down) -> tuple:
     "(arms, cosine shifts) of the marker genes: overexpressed at each level and alone, deleted together and alone, both, both with the depth recomputed; the wrong targets' markers."
     c, vs, g = cells.cfg, cells.values, {x: i for i, x in enumerate(cells.genes)}
-    Xt = dense(adata[labels == c.target].X).astype(np.float64)
+    Xt = cells.inputs(labels == c.target).astype(np.float64)
     up_c, down_c = np.array([g[x] for x in up], int), np.array([g[x] for x in down], int)
     arms, cos = {}, {}
     def add(name, cols, amounts, what, main=False, **kw):
@@ -274,7 +278,7 @@ def _wrong_targets(cells:_Cells, adata, labels, n:int) -> dict:
         up = top_markers(reference_de(adata[np.isin(labels, [c.source, L])].copy(), c.source, L), n, True)
         if not up: continue
         cols = np.array([list(cells.genes).index(x) for x in up])
-        z = cells.embed(apply_edit(cells.values[E], cols, marker_levels(dense(adata[labels == L].X), cells.values, cols))[0], E)
+        z = cells.embed(apply_edit(cells.values[E], cols, marker_levels(cells.inputs(labels == L), cells.values, cols))[0], E)
         out[L] = {'genes': up, 'fraction_closer_to_target': float((relative_shrink(cells.Zs[E], z, cells.cen[c.target]) > 0).mean()),
                   'fraction_closer_to_wrong_target': float((relative_shrink(cells.Zs[E], z, cells.cen[L]) > 0).mean()), 'n_cells': len(E)}
     return out
