@@ -120,8 +120,8 @@ def expression_shares(de:pd.DataFrame, y_source:np.ndarray, y_target_mean:np.nda
     return direction_shares(t.drop(index=list(exclude), errors='ignore'))
 
 # %% ../nbs/08g_gene_baseline.ipynb #31e8732a
-def input_gradient(model, values, depth, mu, layer:int=DEFAULT_LAYER, batch_size:int=16) -> np.ndarray:
-    "Gradient at δ = 0 of mean_i ‖z_i(x_i + δ) − `mu`‖² in an edit δ shared by the cells, one entry per input gene, by autograd."
+def input_gradient(model, values, depth, mu, layer:int=DEFAULT_LAYER, batch_size:int=2) -> np.ndarray:
+    "Gradient at δ = 0 of mean_i ‖z_i(x_i + δ) − `mu`‖² in an edit δ shared by the cells, one entry per input gene, by autograd; `batch_size` cells per backward pass (it holds every block's attention maps: ≈ 60 MB a cell up to layer 12 on the bundled panel; 16 cells took 1 GB)."
     model.eval(); mu_t, g = torch.as_tensor(mu, dtype=torch.float32), np.zeros(np.shape(values)[1])
     for s in batches(len(values), batch_size):
         with torch.enable_grad():
