@@ -16,7 +16,7 @@ from .reference import SEED, SEED_MODEL, BARS
 from .pipeline import staged_output, report_config, foundation_results, analysis_results, training_figures
 from .browser import BROWSER_SCREENSHOT, write_browser
 from .expression import READOUT_NAMES
-from .gene_baseline import GENE_ARMS, VERDICT_METRICS, arm_verdicts
+from .gene_baseline import GENE_ARMS, RANDOM_OF, VERDICT_METRICS, arm_verdicts
 
 # %% ../nbs/09_report.ipynb #d25270da
 def _f(x, nd=3): return '—' if x is None else (f'{x:.{nd}f}' if isinstance(x, float) else f'{x:,}')
@@ -291,49 +291,65 @@ def _shared_shift_lines(arms:dict, S:str, T:str) -> list:
             f"The SAE solution acts through each cell's own feature means, so it can also shrink those offsets; its median shrink toward the {S} centroid",
             f"({_f(arms['sae_features']['median_shrink_to_source_centroid'])}) shows how much of its movement pulls the cells together.", '']
 
+def _specificity_lines(arms:dict, wrong_sae:dict, T:str) -> list:
+    "Each arm aimed at each wrong target: the shares of cells brought closer to our target (the latent step's specificity control), closer to the wrong target, and nearest it."
+    gene = [a for a in ('markers_up', 'markers_up_source_down', 'sparse_genes') if arms.get(a, {}).get('wrong_target')]
+    wrong = [L for L in wrong_sae if all(L in arms[a]['wrong_target'] for a in gene)]
+    if not gene or not wrong: return []
+    cell = lambda w: f"{_pct(w['fraction_closer_to_target'])} / {_pct(w['fraction_closer_to_wrong_target'])} / {_pct(w['nearest_wrong_target_share_after'])}"
+    aimed = ', '.join(f"{a} {_pct(arms[a]['fraction_closer_heldout'])}" for a in ('sae_features', *gene))
+    return [f"Specificity, on every source cell: each arm aimed at a wrong target instead (its own top markers against the source, per fold, set to its mean, its down",
+            f"genes deleted in the combined arm; the sparse edit refitted toward it over the same candidates at the same size; the SAE features steered toward it by the",
+            f"latent step). Each cell: share closer to {T} / closer to the wrong target / nearest the wrong target after (aimed at {T}: {aimed} closer).", '',
+            '| aimed at | ' + ' | '.join(('sae_features', *gene)) + ' |', '|---|' + '---|' * (1 + len(gene)),
+            *[f"| {L} | {_pct(wrong_sae[L]['fraction_closer_to_cd8'])} / — / {_pct(wrong_sae[L]['nearest_target_share_after'])} | "
+              + ' | '.join(cell(arms[a]['wrong_target'][L]) for a in gene) + ' |' for L in wrong], '']
+
 def _gene_baseline_lines(res:dict, figures:dict) -> list:
     g, S, T = res['gene_baseline'], *_names(res)
     arms, ms = g['arms'], g['matched_sparsity']
     sp, rd = arms['sparse_genes'], arms['random_genes']
-    main = [a for a in ('sae_features', 'oracle', 'markers_up', 'source_markers_down', 'markers_up_source_down', 'sparse_genes', 'random_genes') if a in arms]
-    variants = [a for a in arms if a not in main]
-    src = lambda flag: 'the top DE genes' if flag else 'given'
+    contenders = [a for a in ('sae_features', 'oracle', 'markers_up', 'source_markers_down', 'markers_up_source_down', 'sparse_genes') if a in arms]
+    controls = [a for a in RANDOM_OF.values() if a in arms]
+    variants = [a for a in arms if a not in contenders + controls]
+    src = lambda flag: 'the top DE genes, chosen per fold' if flag else 'given'
+    per_fold = lambda key: '' if len({tuple(x) for x in g[key]}) < 2 else '; per fold: ' + ', '.join(f"[{', '.join(x)}]" for x in g[key])
     return ['## Editing genes vs steering features', '',
         f"Would editing the model's input do as well as steering SAE features? Geneformer's in-silico perturbation overexpresses or deletes genes in its",
         'input and measures the shift of the cell embedding\'s cosine similarity to a goal-state centroid against random genes. Here each edit is',
-        f"scored exactly like the latent solution: the same {g['n_source_cells']} {S} cells, the same {g['n_folds']} folds (every cell scored by what was fitted",
+        f"scored exactly like the latent solution: the same {g['n_source_cells']} {S} cells, the same {g['n_folds']} folds (every cell edited by what was chosen and fitted",
         f"without its fold), the same unsteered centroids; z of an edited cell is the model's layer-12 embedding of the edited input (a forward pass).",
         'Inputs are log1p(CP10k) values; an edit sets or shifts them, and a value pushed below 0 is clipped at 0 (counted). Arms:', '',
-        *([f"- **markers_up**: {', '.join(g['markers_up'])} ({src(g['markers_from_de'])}) set to the {T} cells' mean" + ('; also to their 95th percentile and to a'
+        *([f"- **markers_up**: {', '.join(g['markers_up'])} ({src(g['markers_from_de'])}{per_fold('markers_up_per_fold')}) set to the {T} cells' mean" + ('; also to their 95th percentile and to a'
            if variants else ';'), *(["  multiple of the source level (`_p95`, `_multiple`), and each gene alone (`marker_up_…`);"] if variants else [])] if g['markers_up'] else []),
-        *([f"- **source_markers_down**: {', '.join(g['source_markers'])} ({src(g['source_markers_from_de'])}) set to 0 (deleted); **markers_up_source_down**: both edits"
+        *([f"- **source_markers_down**: {', '.join(g['source_markers'])} ({src(g['source_markers_from_de'])}{per_fold('source_markers_per_fold')}) set to 0 (deleted); **markers_up_source_down**: both edits"
            + (',' if variants else ';'), *(['  also with the read depth recomputed from the edited counts (`_depth_recomputed`; the other arms hold it fixed);'] if variants else [])]
           if g['source_markers'] else []),
         f"- **sparse_genes**: one edit δ shared by every cell, `min_δ mean_i ‖z_i(x_i + δ) − μ_{T}‖² + λ‖δ‖₁` with x + δ ≥ 0, fitted on the training folds by",
         f"  trust-region Gauss–Newton (each step the exact Lasso of the linearised objective, Broyden updates; the machinery of the expression objective),",
-        f"  over the {sp['n_candidates']} genes with the largest gradient at δ = 0 (chosen once from cells of every fold), Jacobians by forward differences on {sp['n_jacobian_cells']} cells; λ set so that",
-        f"  {sp['n_genes_edited']} genes are edited, to match the {ms['n_features']} features the latent solution moves ({sp['n_genes_edited_any_fold']} genes edited in some fold fit;",
-        f"  {_f(sp['n_clipped'])} values clipped at 0);",
-        f"- **random_genes**: the sparse edit's δ added to as many random genes, each matched on mean expression to an edited gene, {rd['n_draws']} draws",
-        f"  (median over draws; 95th percentile of the median shrink {_f(rd['median_relative_shrink_heldout_p95'])}, of the share closer {_pct(rd['fraction_closer_heldout_p95'])});",
+        f"  over the {sp['n_candidates']} genes with the largest gradient at δ = 0 on cells outside the fold (chosen per fold: {sp['n_candidates_any_fold']} genes free in some fold,",
+        f"  {sp['candidates_shared_by_every_fold']} of the all-cell fit's in every fold), Jacobians by forward differences on {sp['n_jacobian_cells']} cells; λ set per fold so that about",
+        f"  {ms['n_features']} genes are edited, to match the features the latent solution moves (fold fits edit {', '.join(map(str, sp['n_genes_edited_per_fold']))} genes,",
+        f"  {sp['n_genes_edited_any_fold']} in some fit; the fit on every cell edits {sp['n_genes_edited']}, listed in the JSON; {_f(sp['n_clipped'])} values clipped at 0);",
+        f"- **random-gene controls**, one per gene arm (`random_genes` for sparse_genes, `random_genes_<arm>` for the marker arms): each cell's change of the arm's",
+        f"  edited genes moved onto as many random genes, each matched on mean expression to an edited gene, {rd['n_draws']} draws (median over draws; for",
+        f"  random_genes the 95th percentile of the median shrink is {_f(rd['median_relative_shrink_heldout_p95'])}, of the share closer {_pct(rd['fraction_closer_heldout_p95'])});",
         f"- references: **sae_features** (the latent solution, {ms['n_features']} features) and **oracle** (μ_{T} − μ_{S} added at layer 12: the dense upper reference).", '',
         *[f'*{n}*' for n in g['notes']], *([''] if g['notes'] else []),
-        f"The random draws, the variants and the expression readouts run on {g['n_eval_cells']} of the {S} cells spread over the folds (the cosine p of every arm is a",
-        'Wilcoxon signed-rank test on those cells against the median random draw); the expression shares leave out the edited genes (otherwise the',
-        'gene arms score themselves).', '',
+        f"The random draws and the variants run on {g['n_eval_cells']} of the {S} cells spread over the folds, the expression readouts on {g['n_expr_cells']} of those.",
+        "The cosine p is Geneformer's test: a Wilcoxon rank-sum of the arm's per-cell cosine shifts (every cell) against its random control's (every draw and",
+        'cell; sae_features and oracle against random_genes). The expression shares leave out the edited genes (otherwise the gene arms score themselves).', '',
         f'| arm | genes edited | share closer to {T} [95% CI] | median shrink toward {T} [95% CI] | toward the {S} centroid | nearest {T}: before → after | probe flip | cosine shift (p vs random) | DE genes moved the real way, up / down: unmasked | masked-context |',
-        '|---|---|---|---|---|---|---|---|---|---|', *[_gene_row(a, arms[a]) for a in main], '',
+        '|---|---|---|---|---|---|---|---|---|---|', *[_gene_row(a, arms[a]) for a in contenders],
+        *[_gene_row(f"{a} ({arms[a]['n_cells']} cells)", arms[a]) for a in controls], '',
         *([f'| variant ({g["n_eval_cells"]} cells) | genes | edit | share closer | median shrink toward {T} | cosine shift |', '|---|---|---|---|---|---|',
            *[_variant_row(a, arms[a]) for a in variants], ''] if variants else []),
-        *([f"Specificity: {T}'s markers bring {_pct(arms['markers_up']['fraction_closer_heldout'])} of the cells closer to {T}; each wrong target's own top markers set to its mean bring "
-           + '; '.join(f"{L} ({', '.join(w['genes'])}): {_pct(w['fraction_closer_to_target'])} closer to {T}, {_pct(w['fraction_closer_to_wrong_target'])} closer to {L}" for L, w in arms['markers_up']['wrong_target'].items()) + '.', '']
-          if arms.get('markers_up', {}).get('wrong_target') else []),
+        *_specificity_lines(arms, res.get('steering', {}).get('wrong_target', {}), T),
         f"At matched sparsity ({ms['n_genes']} genes, {ms['n_features']} features): share closer {_pct(ms['fraction_closer_genes'])} editing genes, {_pct(ms['fraction_closer_features'])} steering features;"
         f" median shrink {_f(ms['median_relative_shrink_genes'])} and {_f(ms['median_relative_shrink_features'])}. Verdict per metric (SAE features against the best gene arm on that metric):", '',
         *[_verdict_line(v) for v in arm_verdicts(arms)], '', *_shared_shift_lines(arms, S, T),
         f"![held-out shrink against sparsity]({figures['gene_sparsity']})", '',
         f'*Held-out median relative shrink toward {T} (left) and share of {S} cells closer to {T} (right) against the number of input genes edited (grey: the sparse edit refitted at each size) and of SAE features moved (red: the Lasso on features refitted to move as many, `latent.crossfit_at_count`); every cell scored by the fit without its fold.*', '']
-
 
 # %% ../nbs/09_report.ipynb #ba6b3efe
 def _masked_reference_lines(m:dict|None) -> list:
