@@ -189,6 +189,12 @@ def run_sae(data, out, checkpoint=None, label_key:str|None=None, width:int|None=
 # %% ../nbs/10_cli.ipynb #76b8e9e0
 def _float_or_none(s:str): return None if s.lower() == 'none' else float(s)
 
+def _model_options(q):
+    "The options `report` and `sae` share: the cells, the model and its hooked layer."
+    q.add_argument('--data', required=True, metavar='H5AD', help='AnnData file with log-normalised (or raw count) expression, gene symbols as var_names')
+    q.add_argument('--checkpoint', default=None, metavar='DIR', help='model checkpoint folder (model.safetensors, config.json, genes.txt); default: the embedded 18 × 64 model')
+    q.add_argument('--layer', type=int, default=12, help='hooked layer (0-based; the residual stream after encoder.layer[LAYER])')
+
 def build_parser() -> argparse.ArgumentParser:
     "The `cellsteer` argument parser; `--help` shows every option with its default."
     p = argparse.ArgumentParser(prog='cellsteer', description='Dissect and steer cell identity inside a single-cell foundation model with a sparse autoencoder.')
@@ -198,16 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description='Embed the cells at the hooked layer, annotate the SAE features with GO terms, steer SOURCE toward TARGET by scaling SAE '
                                    'features (with its controls), evaluate in expression space, and write report.md, results.json, figures/, features.csv, '
                                    'steering_alpha.csv, cellsteer.h5ad and the feature browser browser/ to OUT (all or nothing).')
-    r.add_argument('--data', required=True, metavar='H5AD', help='AnnData file with log-normalised (or raw count) expression, gene symbols as var_names')
+    _model_options(r)
     r.add_argument('--label-key', required=True, metavar='KEY', help='obs column holding the cell labels')
     r.add_argument('--source', required=True, metavar='LABEL', help='label of the cells to steer')
     r.add_argument('--target', required=True, metavar='LABEL', help='label of the cells to steer toward')
     r.add_argument('--markers', default='', metavar='G1,G2', help='comma-separated genes whose gap fractions are reported and that the gene-editing baseline overexpresses (default: none reported; the target\'s top up-regulated DE genes overexpressed)')
     r.add_argument('--out', required=True, metavar='DIR', help='output folder (created if missing; files of an earlier run are replaced only when this run completes)')
     r.add_argument('--small', action='store_true', help='reduced configuration for quick looks and tests: at most 20 cells per label, 2 × 5 probe folds, 3 control draws, 200 bootstrap resamples, no Adam comparison')
-    r.add_argument('--checkpoint', default=None, metavar='DIR', help='model checkpoint folder (model.safetensors, config.json, genes.txt); default: the embedded 18 × 64 model')
     r.add_argument('--sae', default=None, metavar='DIR', help='SAE folder trained on that checkpoint and layer (SAELens layout); default: the committed layer-12 SAE')
-    r.add_argument('--layer', type=int, default=12, help='hooked layer (0-based; the residual stream after encoder.layer[LAYER])')
     r.add_argument('--seed', type=int, default=0, help='seed of every random choice (subsampling, folds, controls, masks)')
     r.add_argument('--device', default='cpu', help="torch device of the model's and the SAE's passes, e.g. cuda or cuda:1 (solves and statistics stay on the CPU)")
     c = sub.add_parser('convert-hf', formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -224,13 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    'tokens in a shuffle buffer and train a TopK SAE on them; write it in the SAELens layout (cfg.json, '
                                    'sae_weights.safetensors) with fit.json to OUT, for cellsteer report --sae OUT. Under torchrun --nproc-per-node N '
                                    '-m cellsteer_nb sae ... each process streams its share of the cells and gradients are summed (gloo on CPUs, nccl on GPUs).')
-    s.add_argument('--data', required=True, metavar='H5AD', help='AnnData file with log-normalised (or raw count) expression, gene symbols as var_names')
+    _model_options(s)
     s.add_argument('--out', required=True, metavar='DIR', help='SAE folder to write (resume state in DIR/resume/)')
-    s.add_argument('--checkpoint', default=None, metavar='DIR', help='model checkpoint folder; default: the embedded 18 × 64 model')
     s.add_argument('--label-key', default=None, metavar='KEY', help='obs column of cell labels (checked to exist; training uses no labels)')
     s.add_argument('--width', type=int, default=None, help="number of features (a multiple of the model's hidden size; default 8 × hidden)")
     s.add_argument('--k', type=int, default=8, help='active features per token (TopK)')
-    s.add_argument('--layer', type=int, default=12, help='hooked layer (0-based; the residual stream after encoder.layer[LAYER])')
     s.add_argument('--steps', type=int, default=4000, help='optimiser steps')
     s.add_argument('--batch-tokens', type=int, default=1024, help='gene tokens per step, over all processes')
     s.add_argument('--buffer-tokens', type=int, default=65_536, help="tokens mixed in each process's shuffle buffer")
