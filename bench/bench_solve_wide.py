@@ -15,7 +15,10 @@
   computed or read from the cache before the timing) with the wide SAE's feature means, 2 threads, in a child process,
   the step's disk cache bypassed; certified like the rows above (its solution's and every fold's gap, its KKT violation).
 
-    python bench/bench_solve_wide.py [--repeats 3] [--max-p 16384] [--sae DIR]
+- The p = 16,384 headline: one solve on the real 16,384-feature SAE's Gram (`make sae-wide SAE_WIDE_EXPANSIONS=256`) when it is
+  in the cache (`--only-real16k` measures just that row), the synthetic row otherwise.
+
+    python bench/bench_solve_wide.py [--repeats 3] [--max-p 16384] [--sae DIR] [--sae16k DIR] [--only-real16k]
 """
 import _common as C
 import argparse, json, os, sys, time
@@ -111,6 +114,8 @@ def main():
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--max-p', type=int, default=16384)
     ap.add_argument('--sae', default=None, help='the wide SAE (default: make sae-wide\'s x80 in the cache, if there)')
+    ap.add_argument('--sae16k', default=None, help='the 16,384-feature SAE of the p = 16,384 real row (default: make sae-wide\'s x256 in the cache, if there)')
+    ap.add_argument('--only-real16k', action='store_true', help='measure only the real p = 16,384 row (the rest of the section kept)')
     ap.add_argument('--latent-child', default=None, help=argparse.SUPPRESS)
     ap.add_argument('--skip-latent', action='store_true')
     ap.add_argument('--latent-from', default=None, help='the JSON line of a --latent-child run of this script (with --skip-latent)')
@@ -132,6 +137,10 @@ def main():
     solve_lasso(synthetic(*base, 512), 1.0, tol=1e-3)   # numba JIT outside the timings
     out = {'lambda_over_lambda_max': ratio, 'wide_sae': sae_dir if have_wide else None}
     def save(): C.save_results('solve_wide', out, headline(out))
+    sae16k = a.sae16k or str(cache_dir() / 'sae_wide' / 'sae_l12_x256')
+    if a.only_real16k:
+        out = {**C.load_results()['sections']['solve_wide'], **real_row(sae16k, ratio, 1)}; out.pop('measured_at', None); save(); return
+    if os.path.exists(os.path.join(sae16k, 'cfg.json')): out.update(real_row(sae16k, ratio, 1))
     # 1. scaling over synthetic sizes
     rows = []
     for q in [x for x in (512, 1024, 2048, 4096, 5120, 8192, 16384) if x <= a.max_p]:
@@ -171,11 +180,21 @@ def main():
     save()
 
 
+def real_row(sae_dir, ratio, repeats) -> dict:
+    "{'real16k': one certified solve on the Gram of the SAE in `sae_dir` (the 16,384-feature one) at the report's lambda / lambda_max}."
+    from cellsteer_nb.contrastive import lambda_max
+    terms, gram_s, _, _ = wide_terms(sae_dir)
+    lam = ratio * lambda_max(terms)
+    row = {'sae': sae_dir, 'p': len(terms.c), 'gram_s': gram_s, 'lambda': lam, **one_solve(terms, lam, repeats)}
+    print(f"real p={row['p']}: {row['median_s']:.3f} s, gap {row['gap']:.1e}, KKT {row['kkt_over_lambda']:.1e} lam, {row['n_nonzero']} non-zero", flush=True)
+    return {'real16k': row}
+
+
 def headline(out) -> dict:
-    "The top-level keys of results.json that item 1b sets (None where not measured yet)."
+    "The top-level keys of results.json that item 1b sets (None where not measured yet); p = 16,384: the real SAE's row when measured."
     rows, pa = out.get('scaling', {}).get('rows', []), out.get('path', {})
     s5 = out.get('real') or next((r for r in rows if r['p'] == 5120), {})
-    s16 = next((r for r in rows if r['p'] == 16384), {})
+    s16 = out.get('real16k') or next((r for r in rows if r['p'] == 16384), {})
     return {'solve_s_p5120': s5.get('median_s'), 'solve_s_p16384': s16.get('median_s'),
             'path_speedup_vs_sklearn_p5120': pa.get('sklearn', {}).get('speedup'),
             'path_speedup_vs_skglm_p5120': pa.get('skglm', {}).get('speedup'), 'path_speedup_vs_celer_p5120': pa.get('celer', {}).get('speedup'),

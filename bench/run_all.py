@@ -10,7 +10,8 @@ import _common as C
 import argparse, subprocess, sys, time
 
 SCRIPTS = {'solve': 'bench_solve.py', 'solve_wide': 'bench_solve_wide.py', 'go': 'bench_go.py', 'sae': 'bench_sae.py', 'extract': 'bench_extract.py',
-           'steering': 'bench_steering.py', 'seed_scale': 'bench_seed_scale.py', 'stream': 'bench_stream.py', 'e2e': 'bench_report.py'}
+           'steering': 'bench_steering.py', 'seed_scale': 'bench_seed_scale.py', 'stream': 'bench_stream.py', 'gene_baseline': 'bench_gene_baseline.py',
+           'e2e': 'bench_report.py'}
 
 
 def main():

@@ -219,10 +219,10 @@ class GeneBaselineConfig:
     max_iter:int = 3                # Gauss–Newton steps per fit
     radius:float = 1.0              # initial trust radius (log1p CP10k per gene and step)
     n_random:int = 20               # random-gene draws
-    n_eval_cells:int|None = 24      # source cells (spread over the folds) of the random draws and the variants; None = all
+    n_eval_cells:int|None = 16      # source cells (spread over the folds) of the random draws and the variants; None = all
     n_expr_cells:int|None = 8       # of those, the cells read out in expression space (5 full passes a cell); None = all
     variants:bool = True            # also the marker levels, single genes and recomputed depths
-    n_random_expr:int = 1           # random draws also read out in expression space
+    n_random_expr:int = 1           # draws of the sparse edit's random control also read out in expression space
     n_masks:int = 4                 # masked-context readout, as the expression step
     n_boot:int = 2000
     seed:int = 0
@@ -405,9 +405,10 @@ def _sparse_arms(cells:_Cells, Fs, W, lat) -> tuple:
 RANDOM_OF = {'sparse_genes': 'random_genes', 'markers_up': 'random_genes_markers_up', 'source_markers_down': 'random_genes_source_markers_down',
              'markers_up_source_down': 'random_genes_markers_up_source_down'}   # each main gene arm's random-gene control
 
-def _random_control(cells:_Cells, edited, cols, what:str, rng) -> tuple:
+def _random_control(cells:_Cells, edited, cols, what:str, rng, n_expr:int=0) -> tuple:
     """(arm, cosine shifts `(draws, evaluation cells)`) of `n_random` draws moving each evaluation cell's change of the genes `cols` in
-    `edited` (every source cell) onto random genes matched on mean expression (`latent.matched_random_features`): medians and 95th percentiles over draws."""
+    `edited` (every source cell) onto random genes matched on mean expression (`latent.matched_random_features`): medians and 95th
+    percentiles over draws; the first `n_expr` draws also read out in expression space."""
     c, E, vs = cells.cfg, cells.E, cells.values
     means, free = vs.mean(0).astype(np.float64), ~np.isin(np.arange(vs.shape[1]), cols)
     draws, cos = [], []
@@ -416,17 +417,18 @@ def _random_control(cells:_Cells, edited, cols, what:str, rng) -> tuple:
         moved, clipped = matched_edit(vs[E], edited[E], cols, pick)
         m, cs = cells.score(cells.embed(moved, E), E)
         m['n_clipped'] = clipped
-        if r < c.n_random_expr: m['expression'] = cells.expression(moved[np.searchsorted(E, cells.X)], cells.genes[pick])
+        if r < n_expr: m['expression'] = cells.expression(moved[np.searchsorted(E, cells.X)], cells.genes[pick])
         draws.append(m); cos.append(cs)
     med = lambda vals: float(np.median(vals)) if len(vals) else None
     keys = ('fraction_closer_heldout', 'median_relative_shrink_heldout', 'median_shrink_to_source_centroid', 'nearest_target_share_before',
             'nearest_target_share_after', 'cosine_shift_mean', 'n_clipped')
-    arm = {**{k: med([d[k] for d in draws]) for k in keys}, 'n_genes_edited': len(cols), 'n_draws': c.n_random, 'n_cells': len(E),
+    n_edited = int(np.median((edited[E][:, cols] != vs[E][:, cols]).sum(1)))   # per cell: a fold's edit may not touch every gene of `cols`
+    arm = {**{k: med([d[k] for d in draws]) for k in keys}, 'n_genes_edited': n_edited, 'n_draws': c.n_random, 'n_cells': len(E),
            **{f'{k}_p95': float(np.quantile([d[k] for d in draws], 0.95)) for k in ('median_relative_shrink_heldout', 'fraction_closer_heldout', 'cosine_shift_mean')},
            'probe_flip': None, 'cosine_shift_p': None, 'control_of': what,
            'edit': f'each cell\'s change of the {what} genes moved onto random genes matched on mean expression (one per edited gene)',
-           'expression': {k: {f'{s}_correct_share': med([d['expression'][k][f'{s}_correct_share'] for d in draws[:c.n_random_expr]
-                                                         if d['expression'][k][f'{s}_correct_share'] is not None]) for s in ('up', 'down')} for k in READOUTS}}
+           **({'expression': {k: {f'{s}_correct_share': med([d['expression'][k][f'{s}_correct_share'] for d in draws[:n_expr]
+                                                            if d['expression'][k][f'{s}_correct_share'] is not None]) for s in ('up', 'down')} for k in READOUTS}} if n_expr else {})}
     return arm, np.array(cos)
 
 def _gene_baseline(adata, model, labels, Z, F, W, cen, mu_all, lat, ex, cfg) -> GeneBaselineResult:
@@ -453,7 +455,8 @@ def _gene_baseline(adata, model, labels, Z, F, W, cen, mu_all, lat, ex, cfg) -> 
     t3 = time.perf_counter()
     random_cos = {}
     for i, (name, (edited, cols)) in enumerate(edits.items()):
-        arms[RANDOM_OF[name]], random_cos[name] = _random_control(cells, edited, cols, name, np.random.default_rng([cfg.seed, i]))
+        arms[RANDOM_OF[name]], random_cos[name] = _random_control(cells, edited, cols, name, np.random.default_rng([cfg.seed, i]),
+                                                                  cfg.n_random_expr if name == 'sparse_genes' else 0)
     at_E = lambda cs: cs if len(cs) == len(cells.E) else cs[cells.E]
     for name, cs in cos.items():
         r = random_cos[family[name]]
