@@ -7,21 +7,25 @@ __all__ = ['FEATURE_DEPS', 'unit_gene_stats', 'sae_fingerprint', 'feature_stats'
 
 # %% ../nbs/04c_features.ipynb #0fdb1346
 import numpy as np, torch
-from .core import FBAR_KEY, FBAR_UNS, cache_key, cached_arrays, model_fingerprint
+from .core import FBAR_KEY, FBAR_UNS, batches, cache_key, cached_arrays, model_fingerprint
 from .source import CellSource, layer_batches, source_for, all_sum
 from .sae import TopKSAE
 
 # %% ../nbs/04c_features.ipynb #fab95975
 @torch.no_grad()
-def unit_gene_stats(model, source:CellSource, encode, layer:int, batch_size:int=16, desc:str|None='unit stats') -> dict:
+def unit_gene_stats(model, source:CellSource, encode, layer:int, batch_size:int=16, desc:str|None='unit stats', encode_cells:int=4) -> dict:
     """Run every cell of `source` through `model` up to `encoder.layer[layer]` and its gene tokens through `encode`
     (`(cells, genes, d)` → `(cells, genes, units)`), a batch of cells at a time and sharded over ranks: `gene_mean` and
-    `gene_active` `(units, genes)` over cells, and `cell_mean` `(cells, units)` over each cell's gene tokens, in cell order."""
+    `gene_active` `(units, genes)` over cells, and `cell_mean` `(cells, units)` over each cell's gene tokens, in cell order.
+    The encoded tokens are the largest array of a pass (16 cells × 765 genes × 512 features: 25 MB in float32, and its
+    temporaries), so they are made `encode_cells` cells at a time and summed in float64 without a float64 copy."""
     total = active = cell_mean = None
     for b, x in layer_batches(model, source, layer, batch_size, desc=desc):
-        a = encode(x).double().cpu()
-        if total is None: total, active, cell_mean = torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(source.n_cells, a.shape[-1])
-        total += a.sum(0); active += (a > 0).sum(0); cell_mean[b.idx] = a.mean(1).float()   # the per-cell result is the one array that grows with cells: float32
+        for s in batches(len(x), encode_cells):
+            a = encode(x[s]).cpu()
+            if total is None: total, active, cell_mean = torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(a.shape[1:], dtype=torch.float64), torch.zeros(source.n_cells, a.shape[-1])
+            total += a.sum(0, dtype=torch.float64); active += (a > 0).sum(0)
+            cell_mean[b.idx[s]] = a.mean(1, dtype=torch.float64).float()   # the per-cell result is the one array that grows with cells: float32
     n = source.n_cells
     return {'gene_mean': (all_sum(total) / n).T.float().numpy(), 'gene_active': (all_sum(active) / n).T.float().numpy(),
             'cell_mean': all_sum(cell_mean).numpy()}
