@@ -396,10 +396,10 @@ def _sparse_arms(cells:_Cells, Fs, W, lat) -> tuple:
         m.setdefault('wrong_target', {})[L] = {'genes': [str(x) for x in cells.genes[cand[dL != 0]]], **cells.toward(L, apply_edit(vs, cand, dL, 'add')[0])}
     arms, cos = {'sparse_genes': m}, {'sparse_genes': cs}
     if c.variants:
-        depth = recomputed_depth(vs, edited, cells.depth)
-        arms['sparse_genes_depth_recomputed'], cos['sparse_genes_depth_recomputed'] = cells.score(cells.embed(edited, cells.all, depth))
+        depth = recomputed_depth(vs[cells.E], edited[cells.E], cells.depth[cells.E])
+        arms['sparse_genes_depth_recomputed'], cos['sparse_genes_depth_recomputed'] = cells.score(cells.embed(edited[cells.E], cells.E, depth), cells.E)
         arms['sparse_genes_depth_recomputed'].update(n_genes_edited=m['n_genes_edited'], edit='as sparse_genes, read depth recomputed',
-                                                     depth_change_max=float(np.abs(depth - cells.depth).max()))
+                                                     depth_change_max=float(np.abs(depth - cells.depth[cells.E]).max()))
     return arms, cos, (edited, changed), pd.DataFrame(rows)
 
 RANDOM_OF = {'sparse_genes': 'random_genes', 'markers_up': 'random_genes_markers_up', 'source_markers_down': 'random_genes_source_markers_down',
