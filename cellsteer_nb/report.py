@@ -296,7 +296,7 @@ def _specificity_lines(arms:dict, wrong_sae:dict, T:str) -> list:
     gene = [a for a in ('markers_up', 'markers_up_source_down', 'sparse_genes') if arms.get(a, {}).get('wrong_target')]
     wrong = [L for L in wrong_sae if all(L in arms[a]['wrong_target'] for a in gene)]
     if not gene or not wrong: return []
-    cell = lambda w: f"{_pct(w['fraction_closer_to_target'])} / {_pct(w['fraction_closer_to_wrong_target'])} / {_pct(w['nearest_wrong_target_share_after'])}"
+    cell = lambda w: f"{_pct(w['fraction_closer_to_target'])} / {_pct(w['fraction_closer_to_wrong_target'])} / {_pct(w.get('nearest_wrong_target_share_after'))}"
     aimed = ', '.join(f"{a} {_pct(arms[a]['fraction_closer_heldout'])}" for a in ('sae_features', *gene))
     return [f"Specificity, on every source cell: each arm aimed at a wrong target instead (its own top markers against the source, per fold, set to its mean, its down",
             f"genes deleted in the combined arm; the sparse edit refitted toward it over the same candidates at the same size; the SAE features steered toward it by the",
@@ -313,7 +313,7 @@ def _gene_baseline_lines(res:dict, figures:dict) -> list:
     controls = [a for a in RANDOM_OF.values() if a in arms]
     variants = [a for a in arms if a not in contenders + controls]
     src = lambda flag: 'the top DE genes, chosen per fold' if flag else 'given'
-    per_fold = lambda key: '' if len({tuple(x) for x in g[key]}) < 2 else '; per fold: ' + ', '.join(f"[{', '.join(x)}]" for x in g[key])
+    per_fold = lambda key: '' if len({tuple(x) for x in g.get(key, [])}) < 2 else '; per fold: ' + ', '.join(f"[{', '.join(x)}]" for x in g[key])   # results of earlier versions lack the per-fold keys
     return ['## Editing genes vs steering features', '',
         f"Would editing the model's input do as well as steering SAE features? Geneformer's in-silico perturbation overexpresses or deletes genes in its",
         'input and measures the shift of the cell embedding\'s cosine similarity to a goal-state centroid against random genes. Here each edit is',
@@ -327,16 +327,16 @@ def _gene_baseline_lines(res:dict, figures:dict) -> list:
           if g['source_markers'] else []),
         f"- **sparse_genes**: one edit δ shared by every cell, `min_δ mean_i ‖z_i(x_i + δ) − μ_{T}‖² + λ‖δ‖₁` with x + δ ≥ 0, fitted on the training folds by",
         f"  trust-region Gauss–Newton (each step the exact Lasso of the linearised objective, Broyden updates; the machinery of the expression objective),",
-        f"  over the {sp['n_candidates']} genes with the largest gradient at δ = 0 on cells outside the fold (chosen per fold: {sp['n_candidates_any_fold']} genes free in some fold,",
-        f"  {sp['candidates_shared_by_every_fold']} of the all-cell fit's in every fold), Jacobians by forward differences on {sp['n_jacobian_cells']} cells; λ set per fold so that about",
-        f"  {ms['n_features']} genes are edited, to match the features the latent solution moves (fold fits edit {', '.join(map(str, sp['n_genes_edited_per_fold']))} genes,",
+        f"  over the {sp['n_candidates']} genes with the largest gradient at δ = 0 on cells outside the fold (chosen per fold: {_f(sp.get('n_candidates_any_fold'))} genes free in some fold,",
+        f"  {_f(sp.get('candidates_shared_by_every_fold'))} of the all-cell fit's in every fold), Jacobians by forward differences on {sp['n_jacobian_cells']} cells; λ set per fold so that about",
+        f"  {ms['n_features']} genes are edited, to match the features the latent solution moves (fold fits edit {', '.join(map(str, sp.get('n_genes_edited_per_fold', []))) or '—'} genes,",
         f"  {sp['n_genes_edited_any_fold']} in some fit; the fit on every cell edits {sp['n_genes_edited']}, listed in the JSON; {_f(sp['n_clipped'])} values clipped at 0);",
         f"- **random-gene controls**, one per gene arm (`random_genes` for sparse_genes, `random_genes_<arm>` for the marker arms): each cell's change of the arm's",
         f"  edited genes moved onto as many random genes, each matched on mean expression to an edited gene, {rd['n_draws']} draws (median over draws; for",
         f"  random_genes the 95th percentile of the median shrink is {_f(rd['median_relative_shrink_heldout_p95'])}, of the share closer {_pct(rd['fraction_closer_heldout_p95'])});",
         f"- references: **sae_features** (the latent solution, {ms['n_features']} features) and **oracle** (μ_{T} − μ_{S} added at layer 12: the dense upper reference).", '',
         *[f'*{n}*' for n in g['notes']], *([''] if g['notes'] else []),
-        f"The random draws and the variants run on {g['n_eval_cells']} of the {S} cells spread over the folds, the expression readouts on {g['n_expr_cells']} of those (of the",
+        f"The random draws and the variants run on {g['n_eval_cells']} of the {S} cells spread over the folds, the expression readouts on {g.get('n_expr_cells', g['n_eval_cells'])} of those (of the",
         "random controls only random_genes is read out, on one draw).",
         "The cosine p is Geneformer's test: a Wilcoxon rank-sum of the arm's per-cell cosine shifts (every cell) against its random control's (every draw and",
         'cell; sae_features and oracle against random_genes). The expression shares leave out the edited genes (otherwise the gene arms score themselves).', '',
