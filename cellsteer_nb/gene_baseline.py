@@ -6,7 +6,7 @@
 __all__ = ['EDIT_MODES', 'LEVELS', 'GENE_DEPS', 'RANDOM_OF', 'GENE_ARMS', 'VERDICT_METRICS', 'apply_edit', 'fold_edit',
            'matched_edit', 'recomputed_depth', 'edited_outputs', 'top_markers', 'marker_choice', 'fold_markers',
            'marker_levels', 'cosine_shift', 'paired_p', 'ranksum_p', 'arm_scores', 'expression_shares',
-           'input_gradients', 'fold_candidates', 'gene_jacobians', 'fit_gene_edit', 'lambdas_for_sizes',
+           'input_gradients', 'fold_candidates', 'gene_jacobians', 'fit_gene_edit', 'lambdas_for_sizes', 'fit_to_size',
            'GeneBaselineConfig', 'GeneBaselineResult', 'gene_baseline_step', 'arm_verdicts', 'plot_sparsity']
 
 # %% ../nbs/08g_gene_baseline.ipynb #c87201bb
@@ -200,6 +200,16 @@ def lambdas_for_sizes(terms, sizes, n_lams:int=60, eps:float=1e-4) -> np.ndarray
     path = lasso_path(terms, n_lams=n_lams, eps=eps)
     return np.array([path.lams[int(np.argmin(np.abs(path.nonzeros - n)))] for n in sizes])
 
+# %% ../nbs/08g_gene_baseline.ipynb #8ace4ede
+def fit_to_size(fit_at, lam:float, size:int, tol:float=0.15, refits:int=2) -> tuple:
+    """(δ, info, λ): `fit_at(λ) -> (δ, info)` at `lam`, then refitted with λ scaled by (genes edited) / `size` (halved when none is)
+    while the count misses `size` by more than `tol` of it (and by more than 1), at most `refits` times."""
+    for i in range(refits + 1):
+        d, info = fit_at(lam)
+        n = int((np.asarray(d) != 0).sum())
+        if abs(n - size) <= max(1, tol * size) or i == refits: return d, info, lam
+        lam *= n / size if n else 0.5
+
 # %% ../nbs/08g_gene_baseline.ipynb #2514686d
 @dataclass
 class GeneBaselineConfig:
@@ -212,15 +222,19 @@ class GeneBaselineConfig:
     source_multiple:float = 4.0     # the 'multiple' level: this many times the source cells' mean CP10k
     wrong_targets:tuple = ('B', 'Monocyte', 'Dendritic')
     n_candidates:int = 40           # genes free in the sparse fit: the largest |gradient| at δ = 0
-    n_grad_cells:int|None = 24      # source cells of that gradient (spread over the folds); None = all
+    n_grad_cells:int|None = 32      # source cells of that gradient (spread over the folds); None = all. Fewer cost less but make the
+                                    # per-fold choices noisier and their union (every gene needing Jacobians) larger: 16 cells gave 90 genes
     n_jacobian_cells:int = 8        # source cells whose Jacobians and edited embeddings drive every fit
     fd_step:float = 0.1             # forward-difference step (log1p CP10k)
     size_factors:tuple = (0.5, 1.0)   # edit sizes fitted: these multiples of the latent solution's moved features (at most n_candidates)
+    size_tol:float = 0.15           # a fit editing a number of genes this share or more away from its size is refitted (`fit_to_size`),
+    size_refits:int = 1             # at most this many times (at the size matched to the latent solution and for the wrong targets)
     max_iter:int = 3                # Gauss–Newton steps per fit
     radius:float = 1.0              # initial trust radius (log1p CP10k per gene and step)
     n_random:int = 20               # random-gene draws
-    n_eval_cells:int|None = 16      # source cells (spread over the folds) of the random draws and the variants; None = all
-    n_expr_cells:int|None = 8       # of those, the cells read out in expression space (5 full passes a cell); None = all
+    n_eval_cells:int|None = 8       # source cells (spread over the folds) of the random draws and the variants; None = all
+    n_expr_cells:int|None = 6       # of those, the cells read out in expression space (5 full passes a cell); None = all
+    n_wrong_cells:int|None = 16     # source cells (spread over the folds) of the wrong targets; None = all
     variants:bool = True            # also the marker levels, single genes and recomputed depths
     n_random_expr:int = 1           # draws of the sparse edit's random control also read out in expression space
     n_masks:int = 4                 # masked-context readout, as the expression step
@@ -231,7 +245,7 @@ class GeneBaselineConfig:
     def small(cls, **kw):
         "The reduced set of `--small` runs and tests: fewer candidates, cells, sizes and draws, no variants or wrong targets."
         return cls(**{**dict(n_candidates=8, n_grad_cells=6, n_jacobian_cells=3, size_factors=(1.0,), max_iter=4, n_random=3,
-                             n_eval_cells=3, n_expr_cells=3, variants=False, wrong_targets=(), n_boot=200), **kw})
+                             n_eval_cells=3, n_expr_cells=3, n_wrong_cells=3, variants=False, wrong_targets=(), n_boot=200), **kw})
 
 # %% ../nbs/08g_gene_baseline.ipynb #082d2539
 @dataclass
@@ -263,6 +277,7 @@ class _Cells:
         self.layer, self.all = adata.uns[EMBED_UNS]['params']['layer'], np.arange(len(self.Zs))
         self.E = spread_sample(self.folds, cfg.n_eval_cells, cfg.seed)     # random draws and variants
         self.X = spread_sample(self.folds, cfg.n_expr_cells, cfg.seed)     # expression readouts: the first of the same order, so X ⊆ E
+        self.W = spread_sample(self.folds, cfg.n_wrong_cells, cfg.seed)    # the wrong targets
         assert np.isin(self.X, self.E).all(), 'n_expr_cells must not exceed n_eval_cells'
     def inputs(self, cells) -> np.ndarray:
         "Model input values `(cells, panel genes)` of the cells where the boolean mask `cells` is true, read through the cell source."
@@ -288,12 +303,12 @@ class _Cells:
         if main: m['expression'] = self.expression(edited[self.X], self.genes[cols])
         return m, cos
     def toward(self, L, edited) -> dict:
-        "Specificity of an edit aimed at the wrong target `L` (every source cell): the shares brought closer to our target and to `L`, and nearest `L` after."
-        z, t = self.embed(edited, self.all), self.cfg.target
-        near = nearest_centroid(z, self.cen)
-        return {'fraction_closer_to_target': float((relative_shrink(self.Zs, z, self.cen[t]) > 0).mean()),
-                'fraction_closer_to_wrong_target': float((relative_shrink(self.Zs, z, self.cen[L]) > 0).mean()),
-                'nearest_wrong_target_share_after': float(np.mean(near == L)), 'n_cells': len(z)}
+        "Specificity of an edit aimed at the wrong target `L` (`edited`: every source cell), on the cells `W`: the shares brought closer to our target and to `L`, and nearest `L` after."
+        E, t = self.W, self.cfg.target
+        z = self.embed(edited[E], E)
+        return {'fraction_closer_to_target': float((relative_shrink(self.Zs[E], z, self.cen[t]) > 0).mean()),
+                'fraction_closer_to_wrong_target': float((relative_shrink(self.Zs[E], z, self.cen[L]) > 0).mean()),
+                'nearest_wrong_target_share_after': float(np.mean(nearest_centroid(z, self.cen) == L)), 'n_cells': len(z)}
 
 def _fold_levels(cells:_Cells, X_ref, cols_by_fold, level:str='mean') -> list:
     "Per fold, the `marker_levels` of its genes: from the reference cells `X_ref` and the source cells outside the fold."
@@ -358,18 +373,20 @@ def _sparse_arms(cells:_Cells, Fs, W, lat) -> tuple:
     S = spread_sample(folds, c.n_jacobian_cells, c.seed)
     J, _ = gene_jacobians(cells.embed, vs, S, U, c.fd_step)
     Jof = lambda cols: J[:, :, np.searchsorted(U, cols)]
-    def fit(train, cols, size, goal=mu):
-        "δ over `cols` fitted on the cells `train` toward `goal`, λ set (on the same cells) to edit about `size` genes."
+    def fit(train, cols, size, goal=mu, refits=c.size_refits):
+        "δ over `cols` fitted on the cells `train` toward `goal`, λ set (on the same cells) to edit about `size` genes (`fit_to_size` from the linearised path's λ, at most `refits` refits)."
         inS = np.isin(S, train)
         terms, _ = linear_model(Objective('z', goal, None, 'cells'), Zs, Zs[S[inS]], Zs[S[inS]], Jof(cols)[inS], np.zeros(len(cols)))
-        lam = lambdas_for_sizes(terms, [size])[0]
-        return (*fit_gene_edit(cells.embed, vs, goal, Zs, train, S, cols, Jof(cols), lam, c.max_iter, c.radius), lam)
+        fit_at = lambda lam: fit_gene_edit(cells.embed, vs, goal, Zs, train, S, cols, Jof(cols), lam, c.max_iter, c.radius)
+        return fit_to_size(fit_at, lambdas_for_sizes(terms, [size])[0], size, c.size_tol, refits)
     n_moved = lat.steering['n_moved_features']
     sizes = sorted({max(1, min(c.n_candidates, int(round(x * n_moved)))) for x in c.size_factors})
+    matched = min(sizes, key=lambda s: abs(s - n_moved))
     rows, fits = [], {}
-    for size in sizes:
-        d_all, info, lam = fit(cells.all, cand, size)
-        deltas = [fit(np.flatnonzero(folds != k), cand_k[k], size)[0] for k in range(K)]   # each fold's δ, fitted without it
+    for size in sizes:   # the count is refitted toward the size at the matched size only (the curve plots the counts reached)
+        r = c.size_refits if size == matched else 0
+        d_all, info, lam = fit(cells.all, cand, size, refits=r)
+        deltas = [fit(np.flatnonzero(folds != k), cand_k[k], size, refits=r)[0] for k in range(K)]   # each fold's δ, fitted without it
         edited, clipped, changed = fold_edit(vs, folds, [ck[d != 0] for ck, d in zip(cand_k, deltas)], [d[d != 0] for d in deltas], 'add')
         z = cells.embed(edited, cells.all)
         shrink = relative_shrink(Zs, z, mu)
@@ -381,8 +398,7 @@ def _sparse_arms(cells:_Cells, Fs, W, lat) -> tuple:
         shrink = relative_shrink(Zs, Zs + embedding_shift(Fs, W, 1 + hb), mu)
         rows.append({'kind': 'features', 'size': size, 'target_size': size, 'lambda': None, 'fold_sizes': None,
                      'median_relative_shrink': float(np.median(shrink)), 'fraction_closer': float((shrink > 0).mean())})
-    size = min(sizes, key=lambda s: abs(s - n_moved))
-    d_all, deltas, edited, clipped, changed, z, lam, info = fits[size]
+    d_all, deltas, edited, clipped, changed, z, lam, info = fits[matched]
     changed = np.union1d(changed, cand[d_all != 0])   # every gene edited in some fit: left out of the expression shares
     m, cs = cells.score(z)
     m.update(genes=[str(x) for x in cells.genes[cand[d_all != 0]]], delta=d_all[d_all != 0].tolist(), n_genes_edited=int((d_all != 0).sum()),
@@ -392,7 +408,7 @@ def _sparse_arms(cells:_Cells, Fs, W, lat) -> tuple:
              n_jacobian_cells=len(S), objective_unedited=info['objective_alpha1'], objective_fit=info['objective'],
              expression=cells.expression(edited[cells.X], cells.genes[changed]), **{'lambda': float(lam)})
     for L in [t for t in c.wrong_targets if t in cells.cen and t not in (c.source, c.target)]:
-        dL = fit(cells.all, cand, m['n_genes_edited'] or size, cells.cen[L])[0]
+        dL = fit(cells.all, cand, m['n_genes_edited'] or matched, cells.cen[L])[0]
         m.setdefault('wrong_target', {})[L] = {'genes': [str(x) for x in cells.genes[cand[dL != 0]]], **cells.toward(L, apply_edit(vs, cand, dL, 'add')[0])}
     arms, cos = {'sparse_genes': m}, {'sparse_genes': cs}
     if c.variants:

@@ -298,7 +298,8 @@ def _specificity_lines(arms:dict, wrong_sae:dict, T:str) -> list:
     if not gene or not wrong: return []
     cell = lambda w: f"{_pct(w['fraction_closer_to_target'])} / {_pct(w['fraction_closer_to_wrong_target'])} / {_pct(w.get('nearest_wrong_target_share_after'))}"
     aimed = ', '.join(f"{a} {_pct(arms[a]['fraction_closer_heldout'])}" for a in ('sae_features', *gene))
-    return [f"Specificity, on every source cell: each arm aimed at a wrong target instead (its own top markers against the source, per fold, set to its mean, its down",
+    n = arms[gene[0]]['wrong_target'][wrong[0]].get('n_cells')
+    return [f"Specificity (gene arms on {_f(n)} of the cells spread over the folds, sae_features on every cell): each arm aimed at a wrong target instead (its own top markers against the source, per fold, set to its mean, its down",
             f"genes deleted in the combined arm; the sparse edit refitted toward it over the same candidates at the same size; the SAE features steered toward it by the",
             f"latent step). Each cell: share closer to {T} / closer to the wrong target / nearest the wrong target after (aimed at {T}: {aimed} closer).", '',
             '| aimed at | ' + ' | '.join(('sae_features', *gene)) + ' |', '|---|' + '---|' * (1 + len(gene)),
