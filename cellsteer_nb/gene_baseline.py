@@ -202,13 +202,14 @@ def lambdas_for_sizes(terms, sizes, n_lams:int=60, eps:float=1e-4) -> np.ndarray
 
 # %% ../nbs/08g_gene_baseline.ipynb #8ace4ede
 def fit_to_size(fit_at, lam:float, size:int, tol:float=0.15, refits:int=2) -> tuple:
-    """(δ, info, λ): `fit_at(λ) -> (δ, info)` at `lam`, then refitted with λ scaled by (genes edited) / `size` (halved when none is)
-    while the count misses `size` by more than `tol` of it (and by more than 1), at most `refits` times."""
+    """(δ, info, λ): `fit_at(λ) -> (δ, info)` at `lam`, then refitted with λ scaled by (genes edited) / `size` (halved when none is;
+    doubled again when every gene free is edited, where the count no longer says how far λ is) while the count misses `size` by more
+    than `tol` of it (and by more than 1), at most `refits` times."""
     for i in range(refits + 1):
         d, info = fit_at(lam)
         n = int((np.asarray(d) != 0).sum())
         if abs(n - size) <= max(1, tol * size) or i == refits: return d, info, lam
-        lam *= n / size if n else 0.5
+        lam *= (n / size) * (2 if n == np.size(d) else 1) if n else 0.5
 
 # %% ../nbs/08g_gene_baseline.ipynb #2514686d
 @dataclass
