@@ -275,11 +275,15 @@ class _Cells:
         self.source = source_for(adata, model)
         b = self.source.inputs(np.flatnonzero(src)); self.values, self.depth = b.values.numpy(), b.depth.numpy()
         self.genes, self.Zs, self.Zt, self.folds = np.asarray(adata.var_names), Z[src], Z[labels == cfg.target], lat.fit.cv.folds
+        self.gene_index = {g: i for i, g in enumerate(self.genes)}
         self.layer, self.all = adata.uns[EMBED_UNS]['params']['layer'], np.arange(len(self.Zs))
         self.E = spread_sample(self.folds, cfg.n_eval_cells, cfg.seed)     # random draws and variants
         self.X = spread_sample(self.folds, cfg.n_expr_cells, cfg.seed)     # expression readouts: the first of the same order, so X ⊆ E
         self.W = spread_sample(self.folds, cfg.n_wrong_cells, cfg.seed)    # the wrong targets
         assert np.isin(self.X, self.E).all(), 'n_expr_cells must not exceed n_eval_cells'
+    def index(self, per_fold) -> list:
+        "Gene names per fold → their panel column indices per fold."
+        return [np.array([self.gene_index[g] for g in genes], int) for genes in per_fold]
     def inputs(self, cells) -> np.ndarray:
         "Model input values `(cells, panel genes)` of the cells where the boolean mask `cells` is true, read through the cell source."
         return self.source.inputs(np.flatnonzero(cells)).values.numpy()
@@ -305,16 +309,20 @@ class _Cells:
         return m, cos
     def toward(self, L, edited) -> dict:
         "Specificity of an edit aimed at the wrong target `L` (`edited`: every source cell), on the cells `W`: the shares brought closer to our target and to `L`, and nearest `L` after."
-        E, t = self.W, self.cfg.target
-        z = self.embed(edited[E], E)
-        return {'fraction_closer_to_target': float((relative_shrink(self.Zs[E], z, self.cen[t]) > 0).mean()),
-                'fraction_closer_to_wrong_target': float((relative_shrink(self.Zs[E], z, self.cen[L]) > 0).mean()),
+        W, t = self.W, self.cfg.target
+        z = self.embed(edited[W], W)
+        return {'fraction_closer_to_target': float((relative_shrink(self.Zs[W], z, self.cen[t]) > 0).mean()),
+                'fraction_closer_to_wrong_target': float((relative_shrink(self.Zs[W], z, self.cen[L]) > 0).mean()),
                 'nearest_wrong_target_share_after': float(np.mean(nearest_centroid(z, self.cen) == L)), 'n_cells': len(z)}
 
 def _fold_levels(cells:_Cells, X_ref, cols_by_fold, level:str='mean') -> list:
     "Per fold, the `marker_levels` of its genes: from the reference cells `X_ref` and the source cells outside the fold."
     f = cells.folds
     return [marker_levels(X_ref, cells.values[f != k], cols, level, cells.cfg.source_multiple) for k, cols in enumerate(cols_by_fold)]
+
+def _up_and_down(ups, downs, levels) -> tuple:
+    "(genes, amounts) per fold of the combined edit: the genes `ups` set to `levels`, the genes `downs` set to 0."
+    return [np.r_[u, d].astype(int) for u, d in zip(ups, downs)], [np.r_[lv, np.zeros(len(d))] for lv, d in zip(levels, downs)]
 
 def _marker_arms(cells:_Cells, labels, ups, downs, up_all) -> tuple:
     """(arms, cosine shifts, each main arm's (edited inputs, genes), each arm's main arm) of the marker genes chosen per fold (`ups`,
@@ -340,8 +348,7 @@ def _marker_arms(cells:_Cells, labels, ups, downs, up_all) -> tuple:
     if len(up_all) > 1:
         for j in up_all: add(f'marker_up_{cells.genes[j]}', [[j]] * len(ups), _fold_levels(cells, Xt, [[j]] * len(ups)), f'set to the {c.target} cells\' mean', of='markers_up')
     add('source_markers_down', downs, zeros(downs), 'set to 0', main=True)
-    both = [np.r_[u, d].astype(int) for u, d in zip(ups, downs)]
-    amounts = [np.r_[lv, np.zeros(len(d))] for lv, d in zip(_fold_levels(cells, Xt, ups), downs)]
+    both, amounts = _up_and_down(ups, downs, _fold_levels(cells, Xt, ups))
     if any(len(u) for u in ups) and any(len(d) for d in downs):
         add('markers_up_source_down', both, amounts, f'overexpressed set to the {c.target} mean, deleted set to 0', main=True)
         add('markers_up_source_down_depth_recomputed', both, amounts, 'as markers_up_source_down, read depth recomputed', of='markers_up_source_down', recompute_depth=True)
@@ -353,11 +360,9 @@ def _wrong_marker_arms(cells:_Cells, adata, labels, arms) -> None:
     for L in [t for t in c.wrong_targets if t in cells.cen and t not in (c.source, c.target)]:
         ups, downs = fold_markers(adata, labels, f, c.source, L, c.n_markers)
         if not any(ups): continue
-        gi = {x: i for i, x in enumerate(cells.genes)}
-        ups, downs = [np.array([gi[x] for x in u], int) for u in ups], [np.array([gi[x] for x in d], int) for d in downs]
+        ups, downs = cells.index(ups), cells.index(downs)
         levels = _fold_levels(cells, cells.inputs(labels == L).astype(np.float64), ups)
-        edits = {'markers_up': (ups, levels), 'markers_up_source_down': ([np.r_[u, d].astype(int) for u, d in zip(ups, downs)],
-                                                                         [np.r_[lv, np.zeros(len(d))] for lv, d in zip(levels, downs)])}
+        edits = {'markers_up': (ups, levels), 'markers_up_source_down': _up_and_down(ups, downs, levels)}
         for name, (cols_by_fold, amounts) in edits.items():
             if name in arms:
                 edited, _, cols = fold_edit(cells.values, f, cols_by_fold, amounts)
@@ -366,7 +371,7 @@ def _wrong_marker_arms(cells:_Cells, adata, labels, arms) -> None:
 def _sparse_arms(cells:_Cells, Fs, W, lat) -> tuple:
     """(arms, cosine shifts, the arm's (edited inputs, genes), sparsity curves) of the learned edit at each size, candidates, λ and δ
     chosen per fold, the size matched to the latent solution being the arm; the features' curve; each wrong target's all-cell fit."""
-    c, vs, Zs, folds, n = cells.cfg, cells.values, cells.Zs, cells.folds, len(cells.Zs)
+    c, vs, Zs, folds = cells.cfg, cells.values, cells.Zs, cells.folds
     K, mu = int(folds.max()) + 1, cells.cen[c.target]
     G = spread_sample(folds, c.n_grad_cells, c.seed + 1)
     cand_k, cand = fold_candidates(input_gradients(cells.model, vs[G], cells.depth[G], mu, cells.layer), folds[G], K, c.n_candidates)
@@ -456,14 +461,13 @@ def _gene_baseline(adata, model, labels, Z, F, W, cen, mu_all, lat, ex, cfg) -> 
         k: expression_shares(ex.de, ex.unsteered[k][cells.X], ex.target_mean[k], ex.steered[k][cells.X]) for k in READOUTS})
     arms['oracle'], cos['oracle'] = cells.score(cells.Zs + (cen[cfg.target] - cen[cfg.source]))
     up, down, notes = marker_choice(ex.de, cfg.markers, cfg.source_markers, cfg.n_markers, cfg.source, cfg.target)
-    K, gi = int(cells.folds.max()) + 1, {x: i for i, x in enumerate(cells.genes)}
+    K = int(cells.folds.max()) + 1
     ups, downs = fold_markers(adata, labels, cells.folds, cfg.source, cfg.target, cfg.n_markers) if not (cfg.markers and cfg.source_markers) else ([], [])
     ups = [list(cfg.markers)] * K if cfg.markers else ups if up else [[]] * K
     downs = [list(cfg.source_markers)] * K if cfg.source_markers else downs if down else [[]] * K
     short = [k for k in range(K) if len(ups[k]) < len(up) or len(downs[k]) < len(down)]
     notes += [f'folds {short}: fewer significant DE markers than on all cells; their cells are edited with the ones found'] if short else []
-    idx = lambda per_fold: [np.array([gi[x] for x in g], int) for g in per_fold]
-    a, cs, edits, family = _marker_arms(cells, labels, idx(ups), idx(downs), idx([up])[0]); arms.update(a); cos.update(cs)
+    a, cs, edits, family = _marker_arms(cells, labels, cells.index(ups), cells.index(downs), cells.index([up])[0]); arms.update(a); cos.update(cs)
     t1 = time.perf_counter()
     a, cs, edits['sparse_genes'], curves = _sparse_arms(cells, F[labels == cfg.source], W, lat); arms.update(a); cos.update(cs)
     family.update(sparse_genes='sparse_genes', sparse_genes_depth_recomputed='sparse_genes', sae_features='sparse_genes', oracle='sparse_genes')
