@@ -139,8 +139,8 @@ def main():
     def save(): C.save_results('solve_wide', out, headline(out))
     sae16k = a.sae16k or str(cache_dir() / 'sae_wide' / 'sae_l12_x256')
     if a.only_real16k:
-        out = {**C.load_results()['sections']['solve_wide'], **real_row(sae16k, ratio, 1)}; out.pop('measured_at', None); save(); return
-    if os.path.exists(os.path.join(sae16k, 'cfg.json')): out.update(real_row(sae16k, ratio, 1))
+        out = {**C.load_results()['sections']['solve_wide'], 'real16k': real_row(sae16k, ratio, 1)[0]}; out.pop('measured_at', None); save(); return
+    if os.path.exists(os.path.join(sae16k, 'cfg.json')): out['real16k'] = real_row(sae16k, ratio, 1)[0]
     # 1. scaling over synthetic sizes
     rows = []
     for q in [x for x in (512, 1024, 2048, 4096, 5120, 8192, 16384) if x <= a.max_p]:
@@ -155,10 +155,7 @@ def main():
     save()
     # 2. the real wide SAE: one solve and the path
     if have_wide:
-        terms, gram_s, args, _ = wide_terms(sae_dir)
-        lam = ratio * lambda_max(terms)
-        out['real'] = {'p': len(terms.c), 'gram_s': gram_s, 'lambda': lam, **one_solve(terms, lam, a.repeats)}
-        print(f"real p={len(terms.c)}: {out['real']['median_s']:.3f} s, gap {out['real']['gap']:.1e}", flush=True)
+        out['real'], terms, args = real_row(sae_dir, ratio, a.repeats)
         save()
     else:
         args = synthetic_inputs(*base, 5120)
@@ -180,14 +177,14 @@ def main():
     save()
 
 
-def real_row(sae_dir, ratio, repeats) -> dict:
-    "{'real16k': one certified solve on the Gram of the SAE in `sae_dir` (the 16,384-feature one) at the report's lambda / lambda_max}."
+def real_row(sae_dir, ratio, repeats) -> tuple:
+    "(row, terms, (Z, F, W, mu)): certified solves on the Gram of the SAE in `sae_dir` at the report's lambda / lambda_max, and that problem."
     from cellsteer_nb.contrastive import lambda_max
-    terms, gram_s, _, _ = wide_terms(sae_dir)
+    terms, gram_s, args, _ = wide_terms(sae_dir)
     lam = ratio * lambda_max(terms)
     row = {'sae': sae_dir, 'p': len(terms.c), 'gram_s': gram_s, 'lambda': lam, **one_solve(terms, lam, repeats)}
     print(f"real p={row['p']}: {row['median_s']:.3f} s, gap {row['gap']:.1e}, KKT {row['kkt_over_lambda']:.1e} lam, {row['n_nonzero']} non-zero", flush=True)
-    return {'real16k': row}
+    return row, terms, args
 
 
 def headline(out) -> dict:
