@@ -9,6 +9,7 @@ __all__ = ['PBMC68K_TYPES', 'MIN_GROUP_CELLS', 'load_pbmc68k', 'subsample_types'
 # %% ../nbs/00_data.ipynb #e61a960e
 import warnings
 import numpy as np, pandas as pd, scanpy as sc, anndata as ad
+from scipy import sparse
 from .core import CELL_TYPE_KEY, DEPTH_KEY, dense
 
 # %% ../nbs/00_data.ipynb #2df1d6d2
@@ -39,16 +40,17 @@ def subsample_types(adata, n_per_type:int=12, seed:int=0, types=None) -> ad.AnnD
 
 # %% ../nbs/00_data.ipynb #e15eb18f
 def expression_kind(X) -> str:
-    "'counts' (non-negative integers), 'log' (log-normalised), or raise for values the model cannot read."
-    X = dense(X)
-    if not np.isfinite(X).all():
+    """'counts' (non-negative integers), 'log' (log-normalised), or raise for values the model cannot read. A sparse matrix is
+    judged by its stored values (the others are 0), without densifying it."""
+    v = np.ravel(X.data if sparse.issparse(X) else np.asarray(X))
+    if not np.isfinite(v).all():
         raise ValueError('expression contains NaN or inf values: remove or impute them before loading (e.g. drop genes with non-finite values)')
-    if X.min() < 0:
+    if v.size and v.min() < 0:
         raise ValueError('expression has negative values: it looks scaled or centred (sc.pp.scale); pass log-normalised values instead (e.g. adata.raw or layer=...)')
-    nz = X[X > 0]
+    nz = v[v > 0]
     if nz.size and np.allclose(nz, np.round(nz)) and nz.max() > 1: return 'counts'
-    if X.max() > 20:
-        raise ValueError(f'values reach {X.max():.1f}, too large for log1p(CP10k) data: apply sc.pp.normalize_total(adata, 1e4) and sc.pp.log1p(adata) first')
+    if nz.size and nz.max() > 20:
+        raise ValueError(f'values reach {nz.max():.1f}, too large for log1p(CP10k) data: apply sc.pp.normalize_total(adata, 1e4) and sc.pp.log1p(adata) first')
     return 'log'
 
 # %% ../nbs/00_data.ipynb #8446c1b1

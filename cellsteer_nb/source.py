@@ -75,7 +75,7 @@ class CellSource:
         if adata.n_obs == 0: raise ValueError('the data has no cells (0 rows in X): pass a file with cells')
         self.adata, self.genes = adata, list(genes)
         self.cols = panel_columns(adata.var_names, self.genes, max_missing)
-        self.kind = expression_kind(read_rows(adata.X, np.arange(min(adata.n_obs, 1000))))
+        self.kind = expression_kind(adata.X[:min(adata.n_obs, 1000)])   # sparse rows stay sparse
         col = _depth_column(adata.obs)
         if col is None and self.kind == 'log': warnings.warn("obs['n_counts'] not found: depth tokens use 10,000 (the CP10k target); pass total counts for better depth tokens")
         self.depth = None if col is None else adata.obs[col].to_numpy(dtype=np.float64)
