@@ -18,7 +18,7 @@
     python bench/bench_stream.py [--only rss ddp seed] [--seed-steps 2] [--means-mults 1 4 16] [--repeats 3]
 """
 import _common as C
-import argparse, json, os, shutil, sys, tempfile, time
+import argparse, json, tempfile, time
 from pathlib import Path
 
 MULTS = (1, 4, 16)
@@ -35,7 +35,7 @@ def _write_cells(path, mult):
 
 def rss_child(h5ad, what):
     "One pass in this fresh process: JSON with the baseline and peak RSS and the store bytes written."
-    import torch, anndata as ad
+    import anndata as ad
     C.set_threads()
     from cellsteer_nb.core import DEFAULT_CHECKPOINT, cache_dir
     from cellsteer_nb.model import load_checkpoint
@@ -54,8 +54,8 @@ def rss_child(h5ad, what):
         result_mb = sum(a.nbytes for a in feature_stats(model, sae, src).values()) / 2**20
     store = cache_dir()/'activations'
     nbytes = sum(f.stat().st_size for f in store.rglob('*') if f.is_file()) if store.exists() else 0
-    above = C.peak_rss_mb() - base
-    print(json.dumps({'n_cells': src.n_cells, 'baseline_mb': base, 'peak_mb': C.peak_rss_mb(), 'above_baseline_mb': above,
+    peak = C.peak_rss_mb(); above = peak - base
+    print(json.dumps({'n_cells': src.n_cells, 'baseline_mb': base, 'peak_mb': peak, 'above_baseline_mb': above,
                       'result_mb': result_mb, 'working_mb': above - result_mb, 'seconds': time.perf_counter() - t0, 'store_bytes': nbytes}))
 
 
